@@ -1,0 +1,289 @@
+"""Parse, open and seal the three wire formats of PROTOCOL.md (S, E and J).
+
+Everything that reads untrusted input raises the bare :class:`InvalidPayload` for any defect;
+the two exceptions are a ``kid`` that names no key (:class:`UnknownKey`) and a J request whose
+well-formed binding does not fit (:class:`ReplayedRequest`), as the error table says. Data that
+is not yet authenticated lives in ``Unverified*`` objects.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidPayload, ReplayedRequest, UnknownKey
+from . import aead, jwe
+from .encoding import b64decode, b64encode, b64url_decode, dumps_compact, loads_json
+from .keyring import KeyRing
+from .rsa import unwrap_cek_or_random
+
+JSON_CONTENT_TYPE = "application/json"
+REQUEST_JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+DEVICE_ID = re.compile(r"[\x21-\x7e]{1,128}")
+MIN_JTI_BYTES = 16
+_HTM = re.compile(r"[\x21-\x7e]{1,32}")
+_HTU = re.compile(r"/[\x21-\x7e]{0,8191}")
+_KID_MAX = 256
+
+
+def _string_fields(body: object, names: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidPayload
+    for name in names:
+        if not isinstance(body.get(name), str):
+            raise InvalidPayload
+    return body
+
+
+def require_json(plaintext: bytes) -> bytes:
+    """Refuse a plaintext that is not strict UTF-8 JSON where JSON is declared."""
+    loads_json(plaintext)
+    return plaintext
+
+
+def _b64_exact(text: object, size: int) -> bytes:
+    raw = b64decode(text)
+    if len(raw) != size:
+        raise InvalidPayload
+    return raw
+
+
+# --- format S ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UnverifiedSessionEnvelope:
+    """A format S request body: the CEK wrapped to the session key, then AES-GCM parts."""
+
+    wrapped_key: bytes = field(repr=False)
+    iv: bytes
+    ciphertext: bytes = field(repr=False)
+    tag: bytes
+
+
+def parse_session_envelope(body: object) -> UnverifiedSessionEnvelope:
+    fields = _string_fields(body, ("encryptedAesKey", "encryptedData", "iv", "authTag"))
+    return UnverifiedSessionEnvelope(
+        wrapped_key=b64decode(fields["encryptedAesKey"]),
+        iv=_b64_exact(fields["iv"], aead.IV_SIZE),
+        ciphertext=b64decode(fields["encryptedData"]),
+        tag=_b64_exact(fields["authTag"], aead.TAG_SIZE),
+    )
+
+
+def open_session_envelope(envelope: UnverifiedSessionEnvelope, cek: bytes) -> bytes:
+    """Authenticate and decrypt a format S body under its (already unwrapped) CEK."""
+    return require_json(aead.open_(cek, envelope.iv, envelope.ciphertext, envelope.tag))
+
+
+def parse_wrapped_key_header(value: object) -> bytes:
+    """``X-Encrypted-Aes-Key``: b64 of the wrapped CEK, for bodiless S requests."""
+    return b64decode(value)
+
+
+def seal_session(cek: bytes, plaintext: bytes, *, iv: bytes | None = None) -> bytes:
+    """A format S response body (also the S handshake response)."""
+    iv, ciphertext, tag = aead.seal(cek, plaintext, iv=iv)
+    return dumps_compact(
+        {"encryptedData": b64encode(ciphertext), "iv": b64encode(iv), "authTag": b64encode(tag)}
+    )
+
+
+def open_session_response(body: bytes, cek: bytes) -> bytes:
+    """Client side of :func:`seal_session`."""
+    fields = _string_fields(loads_json(body), ("encryptedData", "iv", "authTag"))
+    return aead.open_(
+        cek,
+        _b64_exact(fields["iv"], aead.IV_SIZE),
+        b64decode(fields["encryptedData"]),
+        _b64_exact(fields["authTag"], aead.TAG_SIZE),
+    )
+
+
+def parse_handshake(body: object) -> tuple[bytes, str]:
+    """The S-form handshake ``{"aesKey", "deviceId"}`` → ``(cek, device_id)``."""
+    fields = _string_fields(body, ("aesKey", "deviceId"))
+    return _b64_exact(fields["aesKey"], aead.CEK_SIZE), parse_device_id(fields["deviceId"])
+
+
+def parse_device_id(value: object) -> str:
+    """1 to 128 printable ASCII characters without spaces."""
+    if not isinstance(value, str) or not DEVICE_ID.fullmatch(value):
+        raise InvalidPayload
+    return value
+
+
+# --- format E ----------------------------------------------------------------------------------
+ENVELOPE_ALGS = {"RSA+AES-GCM": False, "RSA-OAEP-256+AES-GCM": True}  # alg → uses OAEP
+
+
+@dataclass(frozen=True)
+class UnverifiedEnvelope:
+    """A format E request body (JSEncrypt-compatible envelope)."""
+
+    oaep: bool
+    wrapped_key: bytes = field(repr=False)
+    kid: str | None
+    iv: bytes
+    ciphertext: bytes = field(repr=False)
+    tag: bytes
+
+
+def parse_envelope(body: object) -> UnverifiedEnvelope:
+    fields = _string_fields(body, ("alg", "ek", "iv", "ct"))
+    if fields["alg"] not in ENVELOPE_ALGS:
+        raise InvalidPayload
+    kid = fields.get("kid")
+    if kid is not None and (not isinstance(kid, str) or not 0 < len(kid) <= _KID_MAX):
+        raise InvalidPayload
+    sealed = b64decode(fields["ct"])
+    if len(sealed) < aead.TAG_SIZE:
+        raise InvalidPayload
+    return UnverifiedEnvelope(
+        oaep=ENVELOPE_ALGS[fields["alg"]],
+        wrapped_key=b64decode(fields["ek"]),
+        kid=kid,
+        iv=_b64_exact(fields["iv"], aead.IV_SIZE),
+        ciphertext=sealed[: -aead.TAG_SIZE],
+        tag=sealed[-aead.TAG_SIZE :],
+    )
+
+
+def open_envelope(envelope: UnverifiedEnvelope, keyring: KeyRing) -> tuple[bytes, bytes]:
+    """Find the CEK and open a format E body; returns ``(cek, plaintext)``.
+
+    With ``kid`` only that identity key is tried, otherwise the current key first, then the
+    others. Each unwrap yields a key (a random one when ``ek`` is not valid for that key), and
+    only the AES-GCM tag decides: there is no padding oracle.
+    """
+    if envelope.kid is not None:
+        identity_key = keyring.get(envelope.kid)
+        if identity_key is None:
+            raise UnknownKey
+        candidates = [identity_key]
+    else:
+        candidates = list(keyring)
+    for identity_key in candidates:
+        cek = unwrap_cek_or_random(
+            identity_key.private_key, envelope.wrapped_key, oaep=envelope.oaep
+        )
+        try:
+            plaintext = aead.open_(cek, envelope.iv, envelope.ciphertext, envelope.tag)
+        except InvalidPayload:
+            continue
+        return cek, require_json(plaintext)
+    raise InvalidPayload
+
+
+def seal_envelope_response(cek: bytes, plaintext: bytes, *, iv: bytes | None = None) -> bytes:
+    """The ``X-Encrypt-Response: true`` answer to a format E request."""
+    iv, ciphertext, tag = aead.seal(cek, plaintext, iv=iv)
+    return dumps_compact({"alg": "AES-GCM", "iv": b64encode(iv), "ct": b64encode(ciphertext + tag)})
+
+
+def open_envelope_response(body: bytes, cek: bytes) -> bytes:
+    """Client side of :func:`seal_envelope_response`."""
+    fields = _string_fields(loads_json(body), ("alg", "iv", "ct"))
+    sealed = b64decode(fields["ct"])
+    if fields["alg"] != "AES-GCM" or len(sealed) < aead.TAG_SIZE:
+        raise InvalidPayload
+    return aead.open_(
+        cek,
+        _b64_exact(fields["iv"], aead.IV_SIZE),
+        sealed[: -aead.TAG_SIZE],
+        sealed[-aead.TAG_SIZE :],
+    )
+
+
+# --- format J ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RequestBinding:
+    """The claims of a J protected header that bind it to one request at one time."""
+
+    kid: str
+    htm: str
+    htu: str
+    iat: int
+    jti: str
+    content_type: str
+
+
+def content_type_from_cty(cty: object) -> str:
+    """The request content type a J ``cty`` names; absent or ``json`` means JSON."""
+    if cty is None or cty in ("json", JSON_CONTENT_TYPE):
+        return REQUEST_JSON_CONTENT_TYPE
+    if not isinstance(cty, str) or not 0 < len(cty) <= 255 or not cty.isprintable():
+        raise InvalidPayload
+    return cty if "/" in cty else f"application/{cty}"  # RFC 7515 §4.1.10
+
+
+def read_request_binding(header: dict[str, Any]) -> RequestBinding:
+    """Check that a J header has well-formed ``kid``/``htm``/``htu``/``iat``/``jti``.
+
+    Missing or malformed is :class:`InvalidPayload`; whether they fit this request is
+    :func:`check_request_binding`'s job, after decryption.
+    """
+    kid, htm, htu, iat, jti = (header.get(name) for name in ("kid", "htm", "htu", "iat", "jti"))
+    if not isinstance(kid, str) or not 0 < len(kid) <= _KID_MAX:
+        raise InvalidPayload
+    if not isinstance(htm, str) or not _HTM.fullmatch(htm):
+        raise InvalidPayload
+    if not isinstance(htu, str) or not _HTU.fullmatch(htu):
+        raise InvalidPayload
+    if isinstance(iat, bool) or not isinstance(iat, int) or iat < 0:
+        raise InvalidPayload
+    if not isinstance(jti, str) or len(b64url_decode(jti)) < MIN_JTI_BYTES:
+        raise InvalidPayload
+    typ = header.get("typ")
+    if typ is not None and not isinstance(typ, str):
+        raise InvalidPayload
+    return RequestBinding(kid, htm, htu, iat, jti, content_type_from_cty(header.get("cty")))
+
+
+def check_request_binding(
+    binding: RequestBinding, *, method: str, target: str, now: float, window: int
+) -> None:
+    """Refuse (409) a J request made for another method, target or time."""
+    if binding.htm != method or binding.htu != target or abs(now - binding.iat) > window:
+        raise ReplayedRequest
+
+
+def open_request(token: jwe.UnverifiedJWE, cek: bytes, *, allow_empty: bool) -> bytes:
+    """Authenticate and decrypt a J request; JSON is required unless ``cty`` says otherwise."""
+    plaintext = jwe.decrypt(token, cek)
+    if plaintext == b"":
+        if not allow_empty:
+            raise InvalidPayload
+        return plaintext
+    if content_type_from_cty(token.header.get("cty")) == REQUEST_JSON_CONTENT_TYPE:
+        require_json(plaintext)
+    return plaintext
+
+
+def seal_response(
+    cek: bytes,
+    plaintext: bytes,
+    *,
+    request_jti: str,
+    status: int,
+    content_type: str | None,
+    iv: bytes | None = None,
+) -> str:
+    """The ``dir`` JWE answer to a J request, naming the request, status and content type."""
+    header: dict[str, Any] = {
+        "alg": jwe.ALG_DIR,
+        "enc": jwe.ENC_A256GCM,
+        "req": request_jti,
+        "status": status,
+    }
+    if content_type is not None:
+        header["cty"] = content_type
+    return jwe.encrypt(header, plaintext, cek, iv=iv)
+
+
+def open_response(token: str, cek: bytes, *, request_jti: str) -> tuple[dict[str, Any], bytes]:
+    """Client side of :func:`seal_response`; returns ``(header, plaintext)``."""
+    parsed = jwe.parse_compact(token, alg=jwe.ALG_DIR)
+    plaintext = jwe.decrypt(parsed, cek)
+    if parsed.header.get("req") != request_jti:
+        raise InvalidPayload
+    return parsed.header, plaintext
