@@ -183,10 +183,20 @@ class SessionManager:
         self._clock = clock
 
     # -- handshake -------------------------------------------------------------------------
-    def create(self, device_id: str, ip_address: str) -> Handshake:
-        """Make a session key pair and a token naming the session, device and address."""
-        private_key = self._key_pool.take()
-        session_id = str(uuid.uuid4())
+    def create(
+        self,
+        device_id: str,
+        ip_address: str,
+        *,
+        private_key: rsa.PrivateKey | None = None,
+        session_id: str | None = None,
+    ) -> Handshake:
+        """Make a session key pair and a token naming the session, device and address.
+
+        ``private_key`` and ``session_id`` are for tests with known-answer vectors.
+        """
+        private_key = private_key or self._key_pool.take()
+        session_id = session_id or str(uuid.uuid4())
         now = int(self._clock())
         public_pem = rsa.public_pem(private_key)
         record = {
