@@ -425,10 +425,8 @@ def test_required_encryption_by_decorator_and_by_prefix(make_app: Callable[..., 
     client = flask_app.test_client()
     for path in ("/api/orders", "/api/secure/prices"):
         assert_refused(client.post(path, json={"a": 1}), EncryptionRequired, signed=False)
-        envelope, cek = e_envelope(identity_public_key(flask_app), ECHO)
-        response = client.post(
-            path, json=envelope, headers={"X-Encryption-Enabled": "true", "X-Encrypt-Response": "1"}
-        )
+        envelope, _ = e_envelope(identity_public_key(flask_app), ECHO)
+        response = client.post(path, json=envelope, headers={"X-Encryption-Enabled": "true"})
         assert response.status_code == 200 and response.get_json() == {"ok": True}
     # Routes that do not require it still take plaintext.
     assert client.post("/api/echo", json={"a": 1}).status_code == 200
