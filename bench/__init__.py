@@ -1,0 +1,1 @@
+"""Benchmarks: the encrypted paths against the plain one, in one run (``make bench``)."""

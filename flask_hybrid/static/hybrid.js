@@ -1,0 +1,1259 @@
+/**
+ * flask-hybrid browser module: application-level encryption for calls to a flask-hybrid API.
+ *
+ * One ES module, no build step, no dependencies: Web Crypto (`crypto.subtle`) only, so it runs
+ * unchanged in browsers (secure contexts: https or localhost) and in Node 20+.
+ *
+ * It speaks the three wire formats of PROTOCOL.md:
+ *   - "session"  = format S: handshake, then RSA-OAEP-256 wrapped CEK + AES-256-GCM envelopes;
+ *   - "envelope" = format E: stateless JSEncrypt-compatible envelopes (PKCS#1 v1.5 via the page's
+ *                  JSEncrypt instance, or RSA-OAEP-256 via Web Crypto);
+ *   - "jwe"      = format J: JWE compact (RSA-OAEP-256 / A256GCM) with htm/htu/iat/jti bound to
+ *                  the ciphertext, answered by a `dir` JWE under the same CEK.
+ *
+ *     import { HybridClient } from "/hybrid/static/hybrid.js";
+ *     const client = await HybridClient.connect({ format: "jwe", baseUrl: "" });
+ *     const res = await client.fetch("/api/orders", { method: "POST", body: JSON.stringify(order) });
+ *     await client.close();
+ *
+ * Besides the client, small pure building blocks are exported (base64 helpers, the per-format
+ * sealers and openers); tests and the demo page use them. Their optional `cek` / `iv` / `jti` /
+ * `iat` parameters exist so known-answer vectors can be reproduced: leave them out in real use.
+ */
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/** Error codes a flask-hybrid server may answer with (PROTOCOL.md, "Errors"). */
+export const SERVER_ERROR_CODES = Object.freeze([
+  "invalid_payload",
+  "invalid_session",
+  "unknown_key",
+  "replayed_request",
+  "payload_too_large",
+  "encryption_required",
+  "rate_limited",
+  "store_unavailable",
+]);
+
+/**
+ * Every failure of the protocol surfaces as a HybridError. `code` is one of SERVER_ERROR_CODES
+ * (the server refused the request) or a client-side code: `invalid_signature` (a signature that
+ * was required is missing or does not verify) or `invalid_response` (a response that does not
+ * open, is malformed, or is not sealed when it must be). `status` is the HTTP status of the
+ * response concerned (0 when there was none); `retryAfter` is the number of seconds of a 429's
+ * `Retry-After` (null otherwise).
+ */
+export class HybridError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} [message]
+   * @param {{status?: number, retryAfter?: number|null, cause?: unknown}} [details]
+   */
+  constructor(code, message, details = {}) {
+    super(message || code, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = "HybridError";
+    this.code = code;
+    this.status = details.status ?? 0;
+    this.retryAfter = details.retryAfter ?? null;
+  }
+}
+
+/** Refusals that really came from the server (as opposed to local checks): only those retry. */
+const serverRefusals = new WeakSet();
+
+const invalidResponse = (message, status = 0, cause) =>
+  new HybridError("invalid_response", message, { status, cause });
+
+// ---------------------------------------------------------------------------------------------
+// Encoding helpers
+// ---------------------------------------------------------------------------------------------
+
+const encoder = new TextEncoder();
+const lenientDecoder = new TextDecoder("utf-8");
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** UTF-8 bytes of a string. */
+export const utf8Encode = (text) => encoder.encode(text);
+/** Text of UTF-8 bytes; throws a TypeError on invalid UTF-8. */
+export const utf8Decode = (bytes) => strictDecoder.decode(bytes);
+
+/** Coerce a string / ArrayBuffer / ArrayBufferView to a Uint8Array (strings as UTF-8). */
+export function toBytes(data) {
+  if (data instanceof Uint8Array) return data;
+  if (typeof data === "string") return encoder.encode(data);
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw new TypeError("expected a string, an ArrayBuffer or a typed array");
+}
+
+const CHUNK = 0x8000;
+
+function bytesToBinary(bytes) {
+  let out = "";
+  for (let i = 0; i < bytes.length; i += CHUNK) {
+    out += String.fromCharCode.apply(null, bytes.subarray(i, i + CHUNK));
+  }
+  return out;
+}
+
+function binaryToBytes(binary) {
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
+}
+
+/** Standard base64 with padding (RFC 4648 §4). */
+export function b64encode(data) {
+  return btoa(bytesToBinary(toBytes(data)));
+}
+
+/**
+ * Strict standard base64: the standard alphabet, padding required, no whitespace.
+ * Throws a TypeError otherwise.
+ */
+export function b64decode(text) {
+  if (typeof text !== "string" || text.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(text)) {
+    throw new TypeError("not strict base64");
+  }
+  return binaryToBytes(atob(text));
+}
+
+/** URL-safe base64 without padding, as JOSE uses. */
+export function b64urlEncode(data) {
+  return b64encode(data).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** Strict URL-safe base64 without padding. Throws a TypeError otherwise. */
+export function b64urlDecode(text) {
+  if (typeof text !== "string" || text.length % 4 === 1 || !/^[A-Za-z0-9_-]*$/.test(text)) {
+    throw new TypeError("not strict base64url");
+  }
+  const std = text.replace(/-/g, "+").replace(/_/g, "/");
+  return binaryToBytes(atob(std + "===".slice((std.length + 3) % 4)));
+}
+
+/** `n` cryptographically random bytes. */
+export function randomBytes(n) {
+  return cryptoApi().getRandomValues(new Uint8Array(n));
+}
+
+function concatBytes(a, b) {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Web Crypto primitives
+// ---------------------------------------------------------------------------------------------
+
+function cryptoApi() {
+  const api = globalThis.crypto;
+  if (!api || !api.subtle) {
+    throw new Error(
+      "flask-hybrid needs Web Crypto (crypto.subtle): serve the page over https or from localhost",
+    );
+  }
+  return api;
+}
+const subtle = () => cryptoApi().subtle;
+
+const RSA_OAEP = { name: "RSA-OAEP", hash: "SHA-256" }; // MGF1 uses the same hash: OAEP-256
+const RSA_PKCS1_SIG = { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" };
+const CEK_BYTES = 32;
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+const MIN_MODULUS_BYTES = 256; // RSA >= 2048 bits (PROTOCOL.md, identity keys)
+
+/** DER bytes of the first `-----BEGIN PUBLIC KEY-----` block of a PEM text. */
+export function pemToDer(pem) {
+  const m = /-----BEGIN PUBLIC KEY-----([A-Za-z0-9+/=\s]*)-----END PUBLIC KEY-----/.exec(String(pem));
+  if (!m) throw new TypeError("not a PEM SubjectPublicKeyInfo (BEGIN PUBLIC KEY)");
+  return b64decode(m[1].replace(/\s+/g, ""));
+}
+
+/** PEM SubjectPublicKeyInfo text of DER bytes. */
+export function derToPem(der) {
+  const body = b64encode(der).replace(/.{1,64}/g, "$&\n");
+  return `-----BEGIN PUBLIC KEY-----\n${body}-----END PUBLIC KEY-----\n`;
+}
+
+/**
+ * Import an RSA public key for RSA-OAEP-256 encryption (`use` "encrypt", the default) or
+ * RSASSA-PKCS1-v1_5 SHA-256 verification (`use` "verify"). `key` is a PEM SubjectPublicKeyInfo
+ * or a JWK (only `n` and `e` are read, so a JWK's own `alg`/`use` never conflict).
+ * @returns {Promise<CryptoKey>}
+ */
+export async function importRsaPublicKey(key, use = "encrypt", extractable = false) {
+  const alg = use === "verify" ? RSA_PKCS1_SIG : RSA_OAEP;
+  if (typeof key === "string") {
+    return subtle().importKey("spki", pemToDer(key), alg, extractable, [use]);
+  }
+  const jwk = { kty: "RSA", n: key.n, e: key.e, ext: true };
+  return subtle().importKey("jwk", jwk, alg, extractable, [use]);
+}
+
+/** `{n, e}` of a PEM public key (as b64url, minimal). */
+export async function pemToJwk(pem) {
+  const key = await importRsaPublicKey(pem, "encrypt", true);
+  const { n, e } = await subtle().exportKey("jwk", key);
+  return { kty: "RSA", n, e };
+}
+
+/** PEM of an RSA public JWK. */
+export async function jwkToPem(jwk) {
+  const key = await importRsaPublicKey(jwk, "encrypt", true);
+  return derToPem(new Uint8Array(await subtle().exportKey("spki", key)));
+}
+
+function stripLeadingZeros(bytes) {
+  let i = 0;
+  while (i < bytes.length - 1 && bytes[i] === 0) i++;
+  return bytes.subarray(i);
+}
+
+/**
+ * RFC 7638 thumbprint (SHA-256, b64url) of an RSA public JWK: the `kid` flask-hybrid gives its
+ * identity keys.
+ * @returns {Promise<string>}
+ */
+export async function jwkThumbprint(jwk) {
+  // Re-encode both members canonically (strict b64url, no leading zero octets): this both
+  // validates them and keeps any odd character out of the hashed JSON.
+  const n = b64urlEncode(stripLeadingZeros(b64urlDecode(jwk.n)));
+  const e = b64urlEncode(stripLeadingZeros(b64urlDecode(jwk.e)));
+  const canonical = `{"e":"${e}","kty":"RSA","n":"${n}"}`;
+  return b64urlEncode(new Uint8Array(await subtle().digest("SHA-256", encoder.encode(canonical))));
+}
+
+/** RSA-OAEP-256 encryption of `data` under an imported (or PEM / JWK) public key. */
+export async function rsaOaepEncrypt(publicKey, data) {
+  const key = publicKey instanceof CryptoKey ? publicKey : await importRsaPublicKey(publicKey);
+  return new Uint8Array(await subtle().encrypt({ name: "RSA-OAEP" }, key, toBytes(data)));
+}
+
+/**
+ * Import raw CEK bytes as a non-extractable AES-256-GCM key.
+ * @returns {Promise<CryptoKey>}
+ */
+export async function importCek(raw) {
+  const bytes = toBytes(raw);
+  if (bytes.length !== CEK_BYTES) throw new TypeError("a CEK is exactly 32 bytes");
+  return subtle().importKey("raw", bytes, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+}
+
+const asAesKey = async (key) => (key instanceof CryptoKey ? key : importCek(key));
+
+/**
+ * AES-256-GCM encryption. `key`: a CryptoKey or raw 32 bytes; `iv` defaults to 12 random bytes.
+ * @returns {Promise<{iv: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array}>}
+ */
+export async function aesGcmSeal(key, plaintext, { iv, aad } = {}) {
+  const nonce = iv ? toBytes(iv) : randomBytes(IV_BYTES);
+  if (nonce.length !== IV_BYTES) throw new TypeError("an IV is exactly 12 bytes");
+  const params = { name: "AES-GCM", iv: nonce, tagLength: 128 };
+  if (aad) params.additionalData = toBytes(aad);
+  const out = new Uint8Array(await subtle().encrypt(params, await asAesKey(key), toBytes(plaintext)));
+  return {
+    iv: nonce,
+    ciphertext: out.subarray(0, out.length - TAG_BYTES),
+    tag: out.subarray(out.length - TAG_BYTES),
+  };
+}
+
+/**
+ * AES-256-GCM decryption. Any failure (wrong sizes, wrong key, failed tag) throws a HybridError
+ * `invalid_response`.
+ * @returns {Promise<Uint8Array>}
+ */
+export async function aesGcmOpen(key, iv, ciphertext, tag, aad) {
+  if (iv.length !== IV_BYTES || tag.length !== TAG_BYTES) {
+    throw invalidResponse("sealed response with a wrong IV or tag length");
+  }
+  const params = { name: "AES-GCM", iv, tagLength: 128 };
+  if (aad) params.additionalData = toBytes(aad);
+  try {
+    return new Uint8Array(await subtle().decrypt(params, await asAesKey(key), concatBytes(ciphertext, tag)));
+  } catch (err) {
+    throw invalidResponse("the sealed response failed authentication", 0, err);
+  }
+}
+
+/**
+ * Verify `X-Response-Signature` (b64 RSASSA-PKCS1-v1_5 SHA-256) over the exact body bytes.
+ * `key`: a verify CryptoKey, a PEM or a JWK. Malformed signatures verify false.
+ * @returns {Promise<boolean>}
+ */
+export async function verifySignature(key, signatureB64, body) {
+  let signature;
+  try {
+    signature = b64decode(signatureB64);
+  } catch {
+    return false;
+  }
+  const verifyKey = key instanceof CryptoKey ? key : await importRsaPublicKey(key, "verify");
+  return subtle().verify({ name: "RSASSA-PKCS1-v1_5" }, verifyKey, signature, toBytes(body));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content encryption keys
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Make (or reuse) a CEK and its wrapped form. With `cekKey` + `wrapped` given they are reused as
+ * they are. Otherwise the raw CEK (`cek`, or 32 fresh random bytes) is wrapped FIRST by `wrap`,
+ * then imported as a non-extractable CryptoKey, and random raw bytes we made are zeroed.
+ */
+async function prepareCek(wrap, { cek, cekKey, wrapped }) {
+  if (cekKey && wrapped) return { cekKey, wrapped };
+  const own = cek === undefined;
+  const raw = own ? randomBytes(CEK_BYTES) : toBytes(cek);
+  if (raw.length !== CEK_BYTES) throw new TypeError("a CEK is exactly 32 bytes");
+  try {
+    const wrappedKey = await wrap(raw);
+    return { cekKey: await importCek(raw), wrapped: wrappedKey };
+  } finally {
+    if (own) raw.fill(0);
+  }
+}
+
+function requireObject(value, what) {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw invalidResponse(`${what} is not a JSON object`);
+  }
+  return value;
+}
+
+function decodeField(decode, value, what) {
+  try {
+    return decode(value);
+  } catch (err) {
+    throw invalidResponse(`${what} is not valid base64`, 0, err);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format S (session-based)
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Seal a format S request body. The CEK is wrapped with RSA-OAEP-256 under the session public key
+ * (`publicKey`: CryptoKey, PEM or JWK), unless `cekKey` + `encryptedAesKey` are given (reuse).
+ * @returns {Promise<{envelope: {encryptedAesKey: string, encryptedData: string, iv: string, authTag: string}, cekKey: CryptoKey, encryptedAesKey: string}>}
+ */
+export async function sealSessionRequest({ publicKey, plaintext, cek, iv, cekKey, encryptedAesKey }) {
+  const prepared = await prepareCek(async (raw) => b64encode(await rsaOaepEncrypt(publicKey, raw)), {
+    cek,
+    cekKey,
+    wrapped: encryptedAesKey,
+  });
+  const sealed = await aesGcmSeal(prepared.cekKey, toBytes(plaintext), { iv });
+  return {
+    envelope: {
+      encryptedAesKey: prepared.wrapped,
+      encryptedData: b64encode(sealed.ciphertext),
+      iv: b64encode(sealed.iv),
+      authTag: b64encode(sealed.tag),
+    },
+    cekKey: prepared.cekKey,
+    encryptedAesKey: prepared.wrapped,
+  };
+}
+
+/**
+ * Open a format S sealed body `{"encryptedData","iv","authTag"}` (a response, or the handshake
+ * response under the handshake `aesKey`). `key`: CryptoKey or raw CEK bytes.
+ * @returns {Promise<Uint8Array>}
+ */
+export async function openSessionResponse(key, envelope) {
+  const env = requireObject(envelope, "the sealed response");
+  for (const field of ["encryptedData", "iv", "authTag"]) {
+    if (typeof env[field] !== "string") throw invalidResponse(`sealed response without ${field}`);
+  }
+  const ciphertext = decodeField(b64decode, env.encryptedData, "encryptedData");
+  const iv = decodeField(b64decode, env.iv, "iv");
+  const tag = decodeField(b64decode, env.authTag, "authTag");
+  return aesGcmOpen(key, iv, ciphertext, tag);
+}
+
+/**
+ * Open the S handshake's 201 body under the handshake `aesKey` and check its fields.
+ * @returns {Promise<{token: string, publicKey: string, sessionId: string, expiresIn: number}>}
+ */
+export async function openHandshakeResponse(key, envelope) {
+  const plaintext = await openSessionResponse(key, envelope);
+  let info;
+  try {
+    info = JSON.parse(utf8Decode(plaintext));
+  } catch (err) {
+    throw invalidResponse("the handshake response is not UTF-8 JSON", 0, err);
+  }
+  requireObject(info, "the handshake response");
+  if (
+    typeof info.token !== "string" ||
+    typeof info.publicKey !== "string" ||
+    typeof info.sessionId !== "string" ||
+    typeof info.expiresIn !== "number"
+  ) {
+    throw invalidResponse("the handshake response lacks token, publicKey, sessionId or expiresIn");
+  }
+  return info;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format E (stateless envelope, JSEncrypt-compatible)
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Seal a format E request body. With `jsencrypt` (a JSEncrypt instance whose public key is
+ * already set to the server's), `ek` = jsencrypt.encrypt(b64(CEK)) and alg "RSA+AES-GCM"
+ * (PKCS#1 v1.5, which Web Crypto cannot do). Without it, `ek` = RSA-OAEP-256 of the raw 32-byte
+ * CEK under `publicKey` (CryptoKey, PEM or JWK) and alg "RSA-OAEP-256+AES-GCM". `kid` is added
+ * when given.
+ * @returns {Promise<{envelope: {alg: string, ek: string, iv: string, ct: string, kid?: string}, cekKey: CryptoKey}>}
+ */
+export async function sealEnvelopeRequest({ plaintext, publicKey, jsencrypt, kid, cek, iv }) {
+  const alg = jsencrypt ? "RSA+AES-GCM" : "RSA-OAEP-256+AES-GCM";
+  const wrap = jsencrypt
+    ? async (raw) => {
+        const ek = jsencrypt.encrypt(b64encode(raw));
+        if (typeof ek !== "string" || !ek) {
+          throw new Error("jsencrypt.encrypt failed: was setPublicKey given the server key?");
+        }
+        return ek;
+      }
+    : async (raw) => b64encode(await rsaOaepEncrypt(publicKey, raw));
+  const { cekKey, wrapped } = await prepareCek(wrap, { cek });
+  const sealed = await aesGcmSeal(cekKey, toBytes(plaintext), { iv });
+  const envelope = {
+    alg,
+    ek: wrapped,
+    iv: b64encode(sealed.iv),
+    ct: b64encode(concatBytes(sealed.ciphertext, sealed.tag)),
+  };
+  if (kid) envelope.kid = kid;
+  return { envelope, cekKey };
+}
+
+/**
+ * Open a format E sealed response `{"alg":"AES-GCM","iv","ct"}` (ct = ciphertext || tag).
+ * @returns {Promise<Uint8Array>}
+ */
+export async function openEnvelopeResponse(key, envelope) {
+  const env = requireObject(envelope, "the sealed response");
+  if (env.alg !== "AES-GCM" || typeof env.iv !== "string" || typeof env.ct !== "string") {
+    throw invalidResponse('not a {"alg":"AES-GCM","iv","ct"} sealed response');
+  }
+  const iv = decodeField(b64decode, env.iv, "iv");
+  const ct = decodeField(b64decode, env.ct, "ct");
+  if (ct.length < TAG_BYTES) throw invalidResponse("sealed response shorter than its tag");
+  return aesGcmOpen(key, iv, ct.subarray(0, ct.length - TAG_BYTES), ct.subarray(ct.length - TAG_BYTES));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format J (JWE compact)
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Build a format J request JWE compact: protected header (in this member order)
+ * `{"alg":"RSA-OAEP-256","enc":"A256GCM","kid","htm","htu","iat","jti"[,"cty"]}`, the CEK wrapped
+ * with RSA-OAEP-256 under `publicKey` (CryptoKey, PEM or JWK), AAD = the b64url header.
+ *
+ * `method` is upper-cased into `htm`; `target` is `htu` (path and query exactly as sent). `cty` is
+ * left out when null/undefined. `payload` may be empty (the `X-Hybrid-JWE` header form).
+ * `jti` defaults to 16 random bytes (b64url), `iat` to now. `cekKey` + `encryptedKey` reuse a
+ * CEK (b64url wrapped key); `cek` / `iv` fix them (known-answer tests only).
+ * @returns {Promise<{jwe: string, jti: string, cekKey: CryptoKey, encryptedKey: string, protectedHeader: string}>}
+ */
+export async function sealJweRequest({
+  publicKey,
+  kid,
+  method,
+  target,
+  payload = new Uint8Array(0),
+  cty,
+  iat,
+  jti,
+  cek,
+  iv,
+  cekKey,
+  encryptedKey,
+}) {
+  if (typeof kid !== "string" || !kid) throw new TypeError("sealJweRequest needs the key's kid");
+  if (typeof target !== "string" || !target.startsWith("/")) {
+    throw new TypeError("htu is the request path (and query), starting with /");
+  }
+  const header = {
+    alg: "RSA-OAEP-256",
+    enc: "A256GCM",
+    kid,
+    htm: String(method).toUpperCase(),
+    htu: target,
+    iat: iat ?? Math.floor(Date.now() / 1000),
+    jti: jti ?? b64urlEncode(randomBytes(16)),
+  };
+  if (cty !== undefined && cty !== null) header.cty = cty;
+  const protectedHeader = JSON.stringify(header);
+  const protectedB64 = b64urlEncode(encoder.encode(protectedHeader));
+
+  const prepared = await prepareCek(async (raw) => b64urlEncode(await rsaOaepEncrypt(publicKey, raw)), {
+    cek,
+    cekKey,
+    wrapped: encryptedKey,
+  });
+  const sealed = await aesGcmSeal(prepared.cekKey, toBytes(payload), {
+    iv,
+    aad: encoder.encode(protectedB64),
+  });
+  const jwe = [
+    protectedB64,
+    prepared.wrapped,
+    b64urlEncode(sealed.iv),
+    b64urlEncode(sealed.ciphertext),
+    b64urlEncode(sealed.tag),
+  ].join(".");
+  return { jwe, jti: header.jti, cekKey: prepared.cekKey, encryptedKey: prepared.wrapped, protectedHeader };
+}
+
+/**
+ * Open a format J response: a JWE compact with protected header
+ * `{"alg":"dir","enc":"A256GCM","req","status","cty"}` under the request's CEK. When `req` is
+ * given (always, in the client) the header's `req` must equal it: the answer belongs to our
+ * request. Any failure throws HybridError `invalid_response`.
+ * @returns {Promise<{header: object, plaintext: Uint8Array, status: number, contentType: string|null}>}
+ */
+export async function openJweResponse(key, jwe, { req } = {}) {
+  const parts = typeof jwe === "string" ? jwe.trim().split(".") : [];
+  if (parts.length !== 5) throw invalidResponse("the response is not a JWE compact serialization");
+  const [protectedB64, encryptedKey, ivB64, ctB64, tagB64] = parts;
+  let header;
+  try {
+    header = JSON.parse(utf8Decode(b64urlDecode(protectedB64)));
+  } catch (err) {
+    throw invalidResponse("the response JWE header is malformed", 0, err);
+  }
+  requireObject(header, "the response JWE header");
+  if (header.alg !== "dir" || header.enc !== "A256GCM" || encryptedKey !== "") {
+    throw invalidResponse("the response JWE is not alg dir / enc A256GCM");
+  }
+  if ("zip" in header || "crit" in header) throw invalidResponse("the response JWE uses zip or crit");
+  const iv = decodeField(b64urlDecode, ivB64, "JWE iv");
+  const ciphertext = decodeField(b64urlDecode, ctB64, "JWE ciphertext");
+  const tag = decodeField(b64urlDecode, tagB64, "JWE tag");
+  const plaintext = await aesGcmOpen(key, iv, ciphertext, tag, encoder.encode(protectedB64));
+  // Only now is the header authenticated; check what it says.
+  if (req !== undefined && header.req !== req) {
+    throw invalidResponse("the response JWE answers another request (req is not our jti)");
+  }
+  if (!Number.isInteger(header.status) || header.status < 100 || header.status > 599) {
+    throw invalidResponse("the response JWE has no integer status");
+  }
+  let contentType = typeof header.cty === "string" ? header.cty : null;
+  if (contentType === "json") contentType = "application/json";
+  return { header, plaintext, status: header.status, contentType };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------------------------
+
+const FORMATS = ["jwe", "session", "envelope"];
+const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
+const DEVICE_ID_RE = /^[\x21-\x7e]{1,128}$/;
+const SESSION_EXPIRY_MARGIN_MS = 5000;
+
+const isJsonType = (type) => /^application\/json\s*(;|$)/i.test(type || "");
+
+/** Turn a fetch `init.body` into bytes, and its default content type. */
+async function readBody(body) {
+  if (body === undefined || body === null) return { bytes: null, type: null };
+  if (typeof body === "string") return { bytes: encoder.encode(body), type: null };
+  if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) return { bytes: toBytes(body), type: null };
+  if (typeof URLSearchParams !== "undefined" && body instanceof URLSearchParams) {
+    return { bytes: encoder.encode(body.toString()), type: "application/x-www-form-urlencoded;charset=UTF-8" };
+  }
+  if (typeof Blob !== "undefined" && body instanceof Blob) {
+    return { bytes: new Uint8Array(await body.arrayBuffer()), type: body.type || null };
+  }
+  if (typeof FormData !== "undefined" && body instanceof FormData) {
+    throw new TypeError("flask-hybrid does not encrypt multipart bodies (FormData)");
+  }
+  const proto = Object.getPrototypeOf(body);
+  if (Array.isArray(body) || proto === Object.prototype || proto === null) {
+    return { bytes: encoder.encode(JSON.stringify(body)), type: "application/json" };
+  }
+  throw new TypeError("unsupported body: use a string, bytes, a Blob or a plain object");
+}
+
+/** Seconds of a Retry-After value (delta-seconds or HTTP date), or null. */
+function parseRetryAfter(value) {
+  if (!value) return null;
+  if (/^\s*\d+\s*$/.test(value)) return Number(value);
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? null : Math.max(0, Math.ceil((date - Date.now()) / 1000));
+}
+
+const headersToObject = (headers) => Object.fromEntries(headers.entries());
+
+function tryParseJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** `{code, message}` of a flask-hybrid refusal body, or null. */
+function parseRefusal(res, text) {
+  if (!isJsonType(res.headers.get("content-type"))) return null;
+  const body = tryParseJson(text);
+  if (!body || typeof body !== "object" || typeof body.error !== "string") return null;
+  if (!SERVER_ERROR_CODES.includes(body.error)) return null;
+  return { code: body.error, message: typeof body.message === "string" ? body.message : body.error };
+}
+
+/** A standard Response carrying the decrypted body, the server's status and headers. */
+function buildResponse(res, status, body, contentType) {
+  const headers = new Headers(res.headers);
+  for (const name of [
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "content-type",
+    "x-plaintext-content-type",
+  ]) {
+    headers.delete(name);
+  }
+  if (contentType) headers.set("content-type", contentType);
+  const nullBody = NULL_BODY_STATUSES.has(status) || body === null;
+  return new Response(nullBody ? null : body, { status, statusText: res.statusText, headers });
+}
+
+/**
+ * What travelled on the wire in one exchange (`client.lastExchange`, `onExchange`).
+ * @typedef {object} ExchangeInfo
+ * @property {"request"|"handshake"|"close"} kind
+ * @property {"jwe"|"session"|"envelope"} format
+ * @property {string} method
+ * @property {string} url
+ * @property {Object<string, string>} requestHeaders headers as sent (lower-case names)
+ * @property {string|null} requestBody the body as sent (JWE compact or JSON envelope text)
+ * @property {string|null} requestPlaintext the request body before encryption
+ * @property {number} status
+ * @property {Object<string, string>} responseHeaders
+ * @property {string} responseBody the raw response body text as received
+ * @property {boolean} sealed the response was sealed and opened
+ * @property {"valid"|"absent"|"not-needed"} signature X-Response-Signature status
+ * @property {string|null} plaintext the decrypted response body, when sealed
+ * @property {{code: string, message: string}|null} error what the exchange ended with
+ */
+
+/**
+ * A client of a flask-hybrid API. Make one with `HybridClient.connect(options)`.
+ *
+ * Every call of `fetch()` encrypts the request body (a fresh CEK each time unless `reuseKey`),
+ * asks for a sealed answer, checks it, and resolves to a standard Response with the server's
+ * status and headers and the decrypted body. Protocol failures reject with HybridError.
+ */
+export class HybridClient {
+  /**
+   * @param {object} options see `connect`
+   * @private use `HybridClient.connect`
+   */
+  constructor(options = {}) {
+    const { format } = options;
+    if (!FORMATS.includes(format)) {
+      throw new TypeError(`format must be one of ${FORMATS.join(", ")}`);
+    }
+    this.format = format;
+    this.baseUrl = String(options.baseUrl ?? "").replace(/\/+$/, "");
+    this.prefix = "/" + String(options.prefix ?? "/hybrid").replace(/^\/+|\/+$/g, "");
+    this.deviceId = options.deviceId ?? `web-${b64urlEncode(randomBytes(12))}`;
+    if (!DEVICE_ID_RE.test(this.deviceId)) {
+      throw new TypeError("deviceId is 1..128 printable ASCII characters without spaces");
+    }
+    this.jsencrypt = options.jsencrypt ?? null;
+    this.reuseKey = Boolean(options.reuseKey);
+    this.pinnedKid = options.pinnedKid ?? null;
+    this.encryptResponse = options.encryptResponse ?? true;
+    this.onExchange = options.onExchange ?? null;
+    /** @type {ExchangeInfo|null} what travelled on the wire in the last exchange */
+    this.lastExchange = null;
+
+    const fetchImpl = options.fetchImpl ?? globalThis.fetch;
+    if (typeof fetchImpl !== "function") throw new TypeError("no fetch implementation");
+    // Called as a plain function: a browser's fetch must not be called as a method of this.
+    this._fetch = options.fetchImpl
+      ? (url, init) => fetchImpl(url, init)
+      : (url, init) => fetchImpl.call(globalThis, url, init);
+    this._beforeSend = options.beforeSend ?? null;
+
+    /** kid -> {kid, jwk, pem?, encryptKey?, verifyKey?}; kid = RFC 7638 thumbprint */
+    this._keys = new Map();
+    this._currentKid = null;
+    this._jwksLoaded = false;
+    this._envelopeKey = null; // format E: {kid, pem, jwk}
+    this._session = null; // format S: {token, sessionId, publicKey, expiresAt}
+    this._handshaking = null; // the handshake in flight, if any
+    this._reuse = null; // reuseKey: {scope, cekKey, wrapped}
+    this._closed = false;
+  }
+
+  /**
+   * Fetch the server's keys (and, for "session", make the handshake) and return a ready client.
+   *
+   * @param {object} options
+   * @param {"jwe"|"session"|"envelope"} options.format the wire format (PROTOCOL.md J, S, E)
+   * @param {string} [options.baseUrl] origin (and mount path) of the API, "" = same origin
+   * @param {string} [options.prefix] the blueprint's URL prefix, default "/hybrid"
+   * @param {string} [options.deviceId] format S device id (default: random per client)
+   * @param {object} [options.jsencrypt] a JSEncrypt instance: format E then wraps with PKCS#1 v1.5
+   * @param {boolean} [options.reuseKey] S and J: one CEK (and wrapped key) for the session
+   * @param {string} [options.pinnedKid] the identity key must have this kid (RFC 7638 thumbprint)
+   * @param {boolean} [options.encryptResponse] format E: ask for a sealed response (default true)
+   * @param {Function} [options.fetchImpl] fetch to use (default globalThis.fetch)
+   * @param {Function} [options.onExchange] called with each ExchangeInfo
+   * @param {Function} [options.beforeSend] testing hook: may change `{url, method, headers, body}` before it is sent
+   * @returns {Promise<HybridClient>}
+   */
+  static async connect(options) {
+    const client = new HybridClient(options);
+    if (client.format === "envelope") {
+      await client._loadPublicKey();
+    } else {
+      await client._loadJwks();
+      if (client.format === "session") await client._handshake();
+    }
+    return client;
+  }
+
+  /** The format S session id (null without a session). */
+  get sessionId() {
+    return this._session ? this._session.sessionId : null;
+  }
+
+  /** The kid of the identity key requests are encrypted to (formats J and E). */
+  get kid() {
+    if (this.format === "envelope") return this._envelopeKey ? this._envelopeKey.kid : null;
+    return this.pinnedKid ?? this._currentKid;
+  }
+
+  /**
+   * Send a request through the encryption layer. `input` is a path ("/api/orders?x=1", joined to
+   * baseUrl) or an absolute URL; `init` is the usual fetch init. The body (string, bytes, Blob,
+   * URLSearchParams or a plain object, which is sent as JSON) is encrypted; its content type is
+   * `init.headers` Content-Type, default application/json. A request without a body asks for a
+   * sealed answer through a header (J, S); format E has no such form and sends it in the clear.
+   *
+   * Retries once, transparently, after `unknown_key` (keys refetched) and, for format S, after
+   * `invalid_session` (new handshake).
+   * @returns {Promise<Response>}
+   */
+  async fetch(input, init = {}) {
+    if (this._closed) throw new HybridError("invalid_session", "this client was closed");
+    const url = this._resolve(input);
+    const method = String(init.method ?? "GET").toUpperCase();
+    const userHeaders = new Headers(init.headers ?? undefined);
+    const read = await readBody(init.body);
+    const body = read.bytes && read.bytes.length > 0 ? read.bytes : null;
+    const contentType = userHeaders.get("content-type") ?? read.type ?? "application/json";
+    if (body && this.format !== "jwe" && !isJsonType(contentType)) {
+      throw new TypeError(`format ${this.format} carries JSON only; use format "jwe" for ${contentType}`);
+    }
+    userHeaders.delete("content-type");
+    userHeaders.delete("content-length");
+    const request = { url, method, userHeaders, body, contentType, init };
+
+    let keysRefetched = false;
+    let sessionRenewed = false;
+    for (;;) {
+      try {
+        return await this._attempt(request);
+      } catch (err) {
+        if (!serverRefusals.has(err)) throw err;
+        if (err.code === "unknown_key" && !keysRefetched) {
+          keysRefetched = true;
+          await this._refreshKeys();
+          continue;
+        }
+        if (err.code === "invalid_session" && this.format === "session" && !sessionRenewed) {
+          sessionRenewed = true;
+          // Renew only the session this request used: a concurrent request may have done it.
+          if (!this._session || this._session === request.session) await this._handshake();
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
+  /**
+   * End the client. Format S: `DELETE {prefix}/session` (the token is refused after) and
+   * forget the session; later `fetch()` calls reject with `invalid_session`. Formats J and E
+   * hold no session: only a reused CEK is forgotten, and the client stays usable.
+   */
+  async close() {
+    this._reuse = null;
+    if (this.format !== "session" || this._closed) return;
+    this._closed = true;
+    const session = this._session;
+    this._session = null;
+    if (!session) return;
+    const headers = new Headers({
+      Authorization: `Bearer ${session.token}`,
+      "X-Device-Id": this.deviceId,
+    });
+    const wire = await this._send("close", this._hybridUrl("/session"), "DELETE", headers, null, {});
+    const exchange = this._exchange("close", wire, { sealed: false, signature: "absent" });
+    if (wire.res.ok || wire.res.status === 401) {
+      this._record(exchange); // 401: the session was already gone, which is what we wanted
+      return;
+    }
+    await this._refuse(wire, exchange, { signatureRequired: false });
+  }
+
+  // -- URLs -----------------------------------------------------------------------------------
+
+  _resolve(input) {
+    const raw = input instanceof URL ? input.href : String(input);
+    const joined = /^[a-z][a-z0-9+.-]*:/i.test(raw) ? raw : this.baseUrl + (raw.startsWith("/") ? raw : "/" + raw);
+    const base = globalThis.location ? globalThis.location.href : undefined;
+    let url;
+    try {
+      url = new URL(joined, base);
+    } catch (err) {
+      throw new TypeError(`cannot resolve ${joined}: give an absolute baseUrl outside a browser`, { cause: err });
+    }
+    url.hash = "";
+    return url;
+  }
+
+  _hybridUrl(path) {
+    return this._resolve(this.prefix + path);
+  }
+
+  /** `htu`: the request target exactly as fetch sends it (path and query, no `?` if no query). */
+  static _target(url) {
+    const copy = new URL(url.href);
+    copy.username = "";
+    copy.password = "";
+    return copy.href.slice(copy.origin.length);
+  }
+
+  // -- Keys -----------------------------------------------------------------------------------
+
+  async _getJson(path) {
+    const wire = await this._send("keys", this._hybridUrl(path), "GET", new Headers({ Accept: "application/json" }), null, {});
+    if (!wire.res.ok) {
+      const refusal = parseRefusal(wire.res, wire.text);
+      if (refusal) throw this._refusalError(refusal, wire.res);
+      throw invalidResponse(`GET ${this.prefix}${path} answered ${wire.res.status}`, wire.res.status);
+    }
+    const data = tryParseJson(wire.text);
+    if (!data || typeof data !== "object") throw invalidResponse(`GET ${this.prefix}${path} is not JSON`);
+    return data;
+  }
+
+  /** Validate a public JWK and make a key record keyed by its RFC 7638 thumbprint. */
+  async _keyRecord(jwk, advertisedKid, pem) {
+    if (!jwk || jwk.kty !== "RSA" || typeof jwk.n !== "string" || typeof jwk.e !== "string") return null;
+    let kid;
+    try {
+      if (stripLeadingZeros(b64urlDecode(jwk.n)).length < MIN_MODULUS_BYTES) return null;
+      kid = await jwkThumbprint(jwk);
+    } catch {
+      return null;
+    }
+    // kid = RFC 7638 thumbprint (PROTOCOL.md): a key advertised under another kid is not used.
+    if (advertisedKid !== undefined && advertisedKid !== kid) return null;
+    const record = this._keys.get(kid) ?? { kid, jwk: { kty: "RSA", n: jwk.n, e: jwk.e } };
+    if (pem) record.pem = pem;
+    this._keys.set(kid, record);
+    return record;
+  }
+
+  async _loadJwks() {
+    const data = await this._getJson("/jwks.json");
+    if (!Array.isArray(data.keys)) throw invalidResponse("jwks.json has no keys array");
+    let current = null;
+    for (const jwk of data.keys) {
+      const record = await this._keyRecord(jwk, jwk && jwk.kid);
+      if (record && !current) current = record; // the current key is listed first
+    }
+    if (!current) throw invalidResponse("jwks.json lists no usable RSA key (>= 2048 bits, kid = thumbprint)");
+    this._currentKid = current.kid;
+    this._jwksLoaded = true;
+    if (this.pinnedKid && !this._keys.has(this.pinnedKid)) {
+      throw new HybridError("unknown_key", `the server has no identity key with the pinned kid ${this.pinnedKid}`);
+    }
+  }
+
+  async _loadPublicKey() {
+    const data = await this._getJson("/public-key");
+    if (typeof data.publicKey !== "string") throw invalidResponse("public-key has no publicKey PEM");
+    let jwk;
+    try {
+      jwk = await pemToJwk(data.publicKey);
+    } catch (err) {
+      throw invalidResponse("public-key is not a PEM RSA public key", 0, err);
+    }
+    let record = await this._keyRecord(jwk, data.kid, data.publicKey);
+    if (!record) throw invalidResponse("public-key is not usable (>= 2048 bits, kid = thumbprint)");
+    if (this.pinnedKid && record.kid !== this.pinnedKid) {
+      // Not the current key: the pinned one may still be loaded on the server (jwks.json).
+      if (!this._jwksLoaded) await this._loadJwks();
+      record = this._keys.get(this.pinnedKid);
+      if (!record) throw new HybridError("unknown_key", `no identity key with the pinned kid ${this.pinnedKid}`);
+      record.pem = record.pem ?? (await jwkToPem(record.jwk));
+    }
+    this._envelopeKey = record;
+    if (this.jsencrypt) this.jsencrypt.setPublicKey(record.pem);
+  }
+
+  async _refreshKeys() {
+    this._keys = new Map();
+    this._jwksLoaded = false;
+    this._reuse = null;
+    if (this.format === "envelope") await this._loadPublicKey();
+    else await this._loadJwks();
+  }
+
+  /** The identity key format J encrypts to: the pinned one, else the current one. */
+  _identityKey() {
+    const kid = this.pinnedKid ?? this._currentKid;
+    const record = this._keys.get(kid);
+    if (!record) throw new HybridError("unknown_key", `no identity key with kid ${kid}`);
+    return record;
+  }
+
+  async _encryptKey(record) {
+    record.encryptKey = record.encryptKey ?? (await importRsaPublicKey(record.jwk, "encrypt"));
+    return record.encryptKey;
+  }
+
+  /** The verify key of a signature's kid: pinned kid only, jwks.json refetched once if unknown. */
+  async _verifyKey(kid) {
+    if (!kid || (this.pinnedKid && kid !== this.pinnedKid)) return null;
+    let record = this._keys.get(kid);
+    if (!record) {
+      try {
+        await this._loadJwks();
+      } catch {
+        return null;
+      }
+      record = this._keys.get(kid);
+      if (!record) return null;
+    }
+    record.verifyKey = record.verifyKey ?? (await importRsaPublicKey(record.jwk, "verify"));
+    return record.verifyKey;
+  }
+
+  /**
+   * Check X-Response-Signature over the exact body bytes. Returns "valid" or "absent"; throws
+   * `invalid_signature` when it is bad, or absent while `required`.
+   */
+  async _checkSignature(wire, required) {
+    const signature = wire.res.headers.get("x-response-signature");
+    if (!signature) {
+      if (required) {
+        throw new HybridError("invalid_signature", "the response is not signed", { status: wire.res.status });
+      }
+      return "absent";
+    }
+    const kid = wire.res.headers.get("x-response-signature-kid") ?? this.kid;
+    const key = await this._verifyKey(kid);
+    if (!key || !(await verifySignature(key, signature, wire.bytes))) {
+      throw new HybridError("invalid_signature", "the response signature does not verify", {
+        status: wire.res.status,
+      });
+    }
+    return "valid";
+  }
+
+  // -- Session (format S) -----------------------------------------------------------------------
+
+  /** Make the handshake; concurrent callers share one handshake in flight. */
+  _handshake() {
+    if (!this._handshaking) {
+      this._handshaking = this._doHandshake().finally(() => {
+        this._handshaking = null;
+      });
+    }
+    return this._handshaking;
+  }
+
+  async _doHandshake() {
+    this._session = null;
+    this._reuse = null;
+    const raw = randomBytes(CEK_BYTES);
+    const body = JSON.stringify({ aesKey: b64encode(raw), deviceId: this.deviceId });
+    const aesKey = await importCek(raw);
+    raw.fill(0);
+    const headers = new Headers({ "Content-Type": "application/json", Accept: "application/json" });
+    const wire = await this._send("handshake", this._hybridUrl("/session"), "POST", headers, body, {});
+    const exchange = this._exchange("handshake", wire, { sealed: false, signature: "absent" });
+    if (wire.res.status !== 201) {
+      return this._refuse(wire, exchange, { signatureRequired: false });
+    }
+    try {
+      exchange.signature = await this._checkSignature(wire, true);
+      const envelope = tryParseJson(wire.text);
+      const info = await openHandshakeResponse(aesKey, envelope);
+      let publicKey;
+      try {
+        publicKey = await importRsaPublicKey(info.publicKey, "encrypt");
+      } catch (err) {
+        throw invalidResponse("the session public key is not a PEM RSA key", 0, err);
+      }
+      exchange.sealed = true;
+      exchange.plaintext = JSON.stringify(info);
+      this._session = {
+        token: info.token,
+        sessionId: info.sessionId,
+        publicKey,
+        expiresAt: Date.now() + info.expiresIn * 1000,
+      };
+    } catch (err) {
+      exchange.error = { code: err.code ?? "error", message: err.message };
+      if (err instanceof HybridError) err.status = err.status || wire.res.status;
+      throw err;
+    } finally {
+      this._record(exchange);
+    }
+  }
+
+  async _ensureSession() {
+    const s = this._session;
+    if (!s || Date.now() >= s.expiresAt - SESSION_EXPIRY_MARGIN_MS) await this._handshake();
+    return this._session;
+  }
+
+  /** A CEK for this request: the reused one of `scope` with reuseKey, else a fresh one. */
+  async _cek(scope, wrap) {
+    if (this.reuseKey && this._reuse && this._reuse.scope === scope) return this._reuse;
+    const prepared = await prepareCek(wrap, {});
+    if (this.reuseKey) this._reuse = { scope, ...prepared };
+    return prepared;
+  }
+
+  // -- One attempt ----------------------------------------------------------------------------
+
+  async _attempt(request) {
+    const { url, method, userHeaders, body, contentType, init } = request;
+    const headers = new Headers(userHeaders);
+    let wireBody = null;
+    let open; // (wire) => {plaintext, status, contentType} for a sealed answer, or null if not sealed
+    let signatureRequired = false; // for an unsealed answer
+    let mustBeSealed = true;
+
+    if (this.format === "session") {
+      const session = await this._ensureSession();
+      request.session = session;
+      const { cekKey, wrapped } = await this._cek(session.sessionId, async (raw) =>
+        b64encode(await rsaOaepEncrypt(session.publicKey, raw)),
+      );
+      headers.set("Authorization", `Bearer ${session.token}`);
+      headers.set("X-Device-Id", this.deviceId);
+      headers.set("X-Encryption-Enabled", "true");
+      if (body) {
+        const { envelope } = await sealSessionRequest({ plaintext: body, cekKey, encryptedAesKey: wrapped });
+        wireBody = JSON.stringify(envelope);
+        headers.set("Content-Type", "application/json");
+      } else {
+        headers.set("X-Encrypted-Aes-Key", wrapped);
+      }
+      open = async (wire) => {
+        const envelope = isJsonType(wire.res.headers.get("content-type")) ? tryParseJson(wire.text) : undefined;
+        if (!envelope || typeof envelope !== "object" || typeof envelope.encryptedData !== "string") return null;
+        return {
+          plaintext: await openSessionResponse(cekKey, envelope),
+          status: wire.res.status,
+          contentType: wire.res.headers.get("x-plaintext-content-type") ?? "application/json",
+        };
+      };
+    } else if (this.format === "jwe") {
+      const record = this._identityKey();
+      const publicKey = await this._encryptKey(record);
+      const { cekKey, wrapped } = await this._cek(record.kid, async (raw) =>
+        b64urlEncode(await rsaOaepEncrypt(publicKey, raw)),
+      );
+      const sealed = await sealJweRequest({
+        publicKey,
+        kid: record.kid,
+        method,
+        target: HybridClient._target(url),
+        payload: body ?? new Uint8Array(0),
+        cty: body ? (isJsonType(contentType) ? "json" : contentType) : undefined,
+        cekKey,
+        encryptedKey: wrapped,
+      });
+      if (body) {
+        wireBody = sealed.jwe;
+        headers.set("Content-Type", "application/jose");
+      } else {
+        headers.set("X-Hybrid-JWE", sealed.jwe);
+      }
+      open = async (wire) => {
+        if (!/^application\/jose\s*(;|$)/i.test(wire.res.headers.get("content-type") ?? "")) return null;
+        const opened = await openJweResponse(cekKey, wire.text, { req: sealed.jti });
+        if (opened.status !== wire.res.status) {
+          throw invalidResponse(
+            `the sealed status ${opened.status} is not the HTTP status ${wire.res.status}`,
+            wire.res.status,
+          );
+        }
+        return opened;
+      };
+    } else if (body) {
+      // Format E. A fresh CEK each time: E has no reuse (PROTOCOL.md allows it for S and J).
+      const record = this._envelopeKey;
+      const { envelope, cekKey } = await sealEnvelopeRequest({
+        plaintext: body,
+        jsencrypt: this.jsencrypt,
+        publicKey: this.jsencrypt ? undefined : await this._encryptKey(record),
+        kid: record.kid,
+      });
+      wireBody = JSON.stringify(envelope);
+      headers.set("Content-Type", "application/json");
+      headers.set("X-Encryption-Enabled", "true");
+      if (this.encryptResponse) headers.set("X-Encrypt-Response", "true");
+      signatureRequired = true;
+      mustBeSealed = false;
+      open = async (wire) => {
+        if (!this.encryptResponse || !isJsonType(wire.res.headers.get("content-type"))) return null;
+        const envelope = tryParseJson(wire.text);
+        if (!envelope || typeof envelope !== "object" || envelope.alg !== "AES-GCM") return null;
+        return {
+          plaintext: await openEnvelopeResponse(cekKey, envelope),
+          status: wire.res.status,
+          contentType: wire.res.headers.get("x-plaintext-content-type") ?? "application/json",
+        };
+      };
+    } else {
+      // Format E without a body: the protocol has no header form, so it goes in the clear and
+      // its answer is checked only if signed (a bad signature still rejects it).
+      mustBeSealed = false;
+      open = async () => null;
+    }
+
+    const wire = await this._send("request", url, method, headers, wireBody, init);
+    const exchange = this._exchange("request", wire, { sealed: false, signature: "absent" });
+    exchange.requestPlaintext = body ? lenientDecoder.decode(body) : null;
+    const fail = (err) => {
+      if (err instanceof HybridError) err.status = err.status || wire.res.status;
+      exchange.error = { code: err.code ?? "error", message: err.message };
+      this._record(exchange);
+      throw err;
+    };
+
+    if (method === "HEAD") {
+      // No body comes back to a HEAD: nothing to open or verify.
+      this._record(exchange);
+      return buildResponse(wire.res, wire.res.status, null, null);
+    }
+    if (NULL_BODY_STATUSES.has(wire.res.status) && wire.bytes.length === 0) {
+      // 204/205/304 cannot carry a sealed body; take them as they are (signature checked if sent).
+      exchange.signature = await this._checkSignature(wire, signatureRequired).catch(fail);
+      this._record(exchange);
+      return buildResponse(wire.res, wire.res.status, null, null);
+    }
+
+    const opened = await open(wire).catch(fail);
+    if (opened) {
+      // A sealed answer is authenticated by the AEAD; a signature is checked when sent anyway.
+      exchange.signature = wire.res.headers.get("x-response-signature")
+        ? await this._checkSignature(wire, false).catch(fail)
+        : "not-needed";
+      exchange.sealed = true;
+      exchange.plaintext = lenientDecoder.decode(opened.plaintext);
+      this._record(exchange);
+      return buildResponse(wire.res, opened.status, opened.plaintext, opened.contentType);
+    }
+    if (mustBeSealed || parseRefusal(wire.res, wire.text)) {
+      return this._refuse(wire, exchange, { signatureRequired, mustBeSealed });
+    }
+    // Format E, not sealed: the app's response as it is, signed (required for encrypted requests).
+    exchange.signature = await this._checkSignature(wire, signatureRequired).catch(fail);
+    this._record(exchange);
+    return buildResponse(wire.res, wire.res.status, wire.bytes, wire.res.headers.get("content-type"));
+  }
+
+  /**
+   * An answer that was not sealed: verify its signature (when present, or always when
+   * required), then throw the refusal's HybridError, or `invalid_response`.
+   */
+  async _refuse(wire, exchange, { signatureRequired, mustBeSealed = true }) {
+    let error;
+    try {
+      exchange.signature = await this._checkSignature(wire, signatureRequired);
+      const refusal = parseRefusal(wire.res, wire.text);
+      if (refusal) {
+        error = this._refusalError(refusal, wire.res);
+      } else {
+        error = invalidResponse(
+          mustBeSealed
+            ? `the server answered ${wire.res.status} without sealing the response`
+            : `unexpected answer ${wire.res.status}`,
+          wire.res.status,
+        );
+      }
+    } catch (err) {
+      error = err;
+    }
+    exchange.error = { code: error.code ?? "error", message: error.message };
+    this._record(exchange);
+    throw error;
+  }
+
+  _refusalError({ code, message }, res) {
+    const error = new HybridError(code, message, {
+      status: res.status,
+      retryAfter: code === "rate_limited" ? parseRetryAfter(res.headers.get("retry-after")) : null,
+    });
+    serverRefusals.add(error);
+    return error;
+  }
+
+  // -- Wire -----------------------------------------------------------------------------------
+
+  async _send(kind, url, method, headers, body, init) {
+    const wire = { url: url.href, method, headers, body };
+    if (this._beforeSend && kind === "request") await this._beforeSend(wire);
+    const { method: _m, headers: _h, body: _b, ...rest } = init;
+    const res = await this._fetch(wire.url, { ...rest, method: wire.method, headers: wire.headers, body: wire.body });
+    const bytes = method === "HEAD" ? new Uint8Array(0) : new Uint8Array(await res.arrayBuffer());
+    return { ...wire, res, bytes, text: lenientDecoder.decode(bytes) };
+  }
+
+  _exchange(kind, wire, fields) {
+    return {
+      kind,
+      format: this.format,
+      method: wire.method,
+      url: wire.url,
+      requestHeaders: headersToObject(wire.headers),
+      requestBody: wire.body,
+      requestPlaintext: null,
+      status: wire.res.status,
+      responseHeaders: headersToObject(wire.res.headers),
+      responseBody: wire.text,
+      plaintext: null,
+      error: null,
+      ...fields,
+    };
+  }
+
+  _record(exchange) {
+    this.lastExchange = exchange;
+    if (this.onExchange) {
+      try {
+        this.onExchange(exchange);
+      } catch {
+        // an observer's failure must not change the outcome of the request
+      }
+    }
+  }
+}
