@@ -1,0 +1,875 @@
+"""The Python client: a :class:`requests.Session` that speaks formats S, E and J of PROTOCOL.md.
+
+::
+
+    from flask_hybrid.client import HybridSession
+
+    with HybridSession("https://api.example.com", format="jwe") as session:
+        response = session.post("/api/echo", json={"a": 1})
+        response.json()  # the decrypted body; status and headers are the app's
+
+Request bodies are encrypted and sealed responses opened on the way back, so the returned
+:class:`requests.Response` looks like the app's own. Refusals by flask-hybrid itself raise a
+:class:`HybridClientError` subclass; the app's own error statuses are returned, as requests does.
+
+Security: the identity keys come from ``/hybrid/jwks.json`` over the connection itself, so
+without ``pinned_kid`` the client trusts whichever server TLS lets it reach. Pin the kid (an
+RFC 7638 thumbprint, checked against the key material) to trust one key only.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json as jsonlib
+import logging
+import os
+import secrets
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timezone
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa as rsa_primitives
+from requests.hooks import default_hooks, dispatch_hook
+from requests.sessions import merge_setting
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
+
+from . import errors
+from .core import aead, formats, jwe, rsa
+from .core.encoding import (
+    b64decode,
+    b64encode,
+    b64url_decode,
+    b64url_encode,
+    dumps_compact,
+    loads_json,
+    loads_json_object,
+)
+from .core.keyring import thumbprint
+from .errors import InvalidPayload
+
+__all__ = [
+    "EncryptionRequiredError",
+    "HybridClientError",
+    "HybridSession",
+    "InvalidPayloadError",
+    "InvalidSessionError",
+    "PayloadTooLargeError",
+    "RateLimitedError",
+    "ReplayedRequestError",
+    "ResponseError",
+    "SignatureError",
+    "StoreUnavailableError",
+    "UnknownKeyError",
+]
+
+logger = logging.getLogger(__name__)
+
+Format = Literal["jwe", "session", "envelope"]
+EnvelopePadding = Literal["oaep", "pkcs1v15"]
+
+_FORMATS = ("jwe", "session", "envelope")
+_PADDINGS = {"oaep": "RSA-OAEP-256+AES-GCM", "pkcs1v15": "RSA+AES-GCM"}
+_JOSE = "application/jose"
+_JSON = formats.JSON_CONTENT_TYPE
+_JTI_BYTES = 16
+_EXPIRY_MARGIN = 5.0  # renew a session this many seconds early (at most 10% of its life)
+_CLOSE_TIMEOUT = 10.0
+_UNSEALED_STATUSES = frozenset({204, 304})  # no body, so the server seals nothing
+_SIGNATURE = "X-Response-Signature"
+_SIGNATURE_KID = "X-Response-Signature-Kid"
+
+
+# --- exceptions --------------------------------------------------------------------------------
+class HybridClientError(requests.RequestException):
+    """Base of every flask-hybrid failure the client raises.
+
+    ``code`` is the error-table code (or ``invalid_signature`` / ``invalid_response`` for checks
+    the client makes itself), ``status`` the HTTP status of the response involved (``None``
+    when there is none) and ``response`` that response.
+    """
+
+    code: str = "hybrid_error"
+
+    def __init__(self, message: str = "", *, response: requests.Response | None = None) -> None:
+        super().__init__(message or self.code, response=response)
+        self.status: int | None = None if response is None else response.status_code
+
+
+class InvalidPayloadError(HybridClientError):
+    code = errors.InvalidPayload.code
+
+
+class InvalidSessionError(HybridClientError):
+    code = errors.InvalidSession.code
+
+
+class UnknownKeyError(HybridClientError):
+    """The server knows no such key, or the pinned kid is not among the server's keys."""
+
+    code = errors.UnknownKey.code
+
+
+class ReplayedRequestError(HybridClientError):
+    code = errors.ReplayedRequest.code
+
+
+class PayloadTooLargeError(HybridClientError):
+    code = errors.PayloadTooLarge.code
+
+
+class EncryptionRequiredError(HybridClientError):
+    code = errors.EncryptionRequired.code
+
+
+class RateLimitedError(HybridClientError):
+    """Over a rate limit; ``retry_after`` is in seconds (``None`` when the server said none)."""
+
+    code = errors.RateLimited.code
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        response: requests.Response | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, response=response)
+        self.retry_after = retry_after
+
+
+class StoreUnavailableError(HybridClientError):
+    code = errors.StoreUnavailable.code
+
+
+class SignatureError(HybridClientError):
+    """A response signature is missing where one is required, or does not verify."""
+
+    code = "invalid_signature"
+
+
+class ResponseError(HybridClientError):
+    """A response that should be sealed (or is a key set or handshake) and does not open."""
+
+    code = "invalid_response"
+
+
+_REFUSALS: dict[str, type[HybridClientError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidPayloadError,
+        InvalidSessionError,
+        UnknownKeyError,
+        ReplayedRequestError,
+        PayloadTooLargeError,
+        EncryptionRequiredError,
+        RateLimitedError,
+        StoreUnavailableError,
+    )
+}
+_REFUSAL_STATUSES = {code: errors.ERRORS[code].status for code in _REFUSALS}
+
+
+# --- sans-I/O helpers (candidates for core/) ---------------------------------------------------
+def parse_jwks(body: bytes) -> dict[str, rsa.PublicKey]:
+    """The RSA keys of a JWK Set by their RFC 7638 kid, in order (current first).
+
+    The kid is computed from ``n`` and ``e``, never taken on trust: an entry whose stated kid
+    differs, or whose key is under 2048 bits, is skipped. No usable key is :class:`InvalidPayload`.
+    """
+    entries = loads_json_object(body).get("keys")
+    if not isinstance(entries, list):
+        raise InvalidPayload
+    keys: dict[str, rsa.PublicKey] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("kty") != "RSA":
+            continue
+        try:
+            modulus = int.from_bytes(b64url_decode(entry.get("n")), "big")
+            exponent = int.from_bytes(b64url_decode(entry.get("e")), "big")
+            public_key = rsa_primitives.RSAPublicNumbers(exponent, modulus).public_key()
+        except (InvalidPayload, ValueError):
+            continue
+        if public_key.key_size < rsa.MIN_KEY_BITS:
+            continue
+        kid = thumbprint(public_key)
+        if entry.get("kid", kid) == kid:
+            keys.setdefault(kid, public_key)
+    if not keys:
+        raise InvalidPayload
+    return keys
+
+
+def seal_session_request(
+    cek: bytes, wrapped_key: bytes, plaintext: bytes, *, iv: bytes | None = None
+) -> bytes:
+    """A format S request body; ``wrapped_key`` is the CEK wrapped to the session key."""
+    iv, ciphertext, tag = aead.seal(cek, plaintext, iv=iv)
+    return dumps_compact(
+        {
+            "encryptedAesKey": b64encode(wrapped_key),
+            "encryptedData": b64encode(ciphertext),
+            "iv": b64encode(iv),
+            "authTag": b64encode(tag),
+        }
+    )
+
+
+def wrap_envelope_key(
+    public_key: rsa.PublicKey, cek: bytes, *, padding: EnvelopePadding
+) -> tuple[str, bytes]:
+    """Format E ``(alg, ek)``: OAEP-256 over the raw CEK, or PKCS#1 v1.5 over b64(CEK) text."""
+    if padding == "oaep":
+        return _PADDINGS["oaep"], rsa.wrap_oaep(public_key, cek)
+    return _PADDINGS["pkcs1v15"], public_key.encrypt(b64encode(cek).encode("ascii"), rsa.PKCS1V15)
+
+
+def seal_envelope_request(
+    alg: str,
+    wrapped_key: bytes,
+    cek: bytes,
+    plaintext: bytes,
+    *,
+    kid: str | None = None,
+    iv: bytes | None = None,
+) -> bytes:
+    """A format E request body ``{"alg", "ek", "iv", "ct"[, "kid"]}``."""
+    iv, ciphertext, tag = aead.seal(cek, plaintext, iv=iv)
+    envelope = {
+        "alg": alg,
+        "ek": b64encode(wrapped_key),
+        "iv": b64encode(iv),
+        "ct": b64encode(ciphertext + tag),
+    }
+    if kid is not None:
+        envelope["kid"] = kid
+    return dumps_compact(envelope)
+
+
+def seal_jwe_request(
+    header: dict[str, Any],
+    plaintext: bytes,
+    cek: bytes,
+    wrapped_key: bytes,
+    *,
+    iv: bytes | None = None,
+) -> str:
+    """An RSA-OAEP-256 compact JWE from an already wrapped CEK (one ``ek`` reused at will)."""
+    if header.get("alg") != jwe.ALG_RSA_OAEP_256 or header.get("enc") != jwe.ENC_A256GCM:
+        raise ValueError("the header must have alg 'RSA-OAEP-256' and enc 'A256GCM'")
+    protected_segment = b64url_encode(dumps_compact(header))
+    iv, ciphertext, tag = aead.seal(cek, plaintext, aad=protected_segment.encode("ascii"), iv=iv)
+    return ".".join(
+        (
+            protected_segment,
+            b64url_encode(wrapped_key),
+            b64url_encode(iv),
+            b64url_encode(ciphertext),
+            b64url_encode(tag),
+        )
+    )
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    """``Retry-After`` in seconds: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - now)
+
+
+def _refusal(response: requests.Response, now: float) -> HybridClientError | None:
+    """The exception for a flask-hybrid refusal, or ``None`` when the response is not one.
+
+    A refusal is unsealed JSON ``{"error": code, ...}`` whose status is that code's status.
+    """
+    if response.status_code not in _REFUSAL_STATUSES.values():
+        return None
+    try:
+        body = loads_json_object(response.content)
+    except InvalidPayload:
+        return None
+    code = body.get("error")
+    if not isinstance(code, str) or _REFUSAL_STATUSES.get(code) != response.status_code:
+        return None
+    message = body.get("message")
+    text = f"{code} ({response.status_code})"
+    if isinstance(message, str):
+        text = f"{text}: {message}"
+    if code == RateLimitedError.code:
+        retry_after = _retry_after(response.headers.get("Retry-After"), now)
+        return RateLimitedError(text, response=response, retry_after=retry_after)
+    return _REFUSALS[code](text, response=response)
+
+
+def _is_json_type(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == _JSON or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def _decode_content(plaintext: bytes, encoding: str | None) -> tuple[bytes, str | None]:
+    """Undo the app's own ``Content-Encoding`` (sent as ``X-Plaintext-Content-Encoding``)."""
+    name = (encoding or "").strip().lower()
+    if name in ("", "identity"):
+        return plaintext, None
+    if name in ("gzip", "x-gzip", "deflate"):
+        try:
+            return zlib.decompress(plaintext, zlib.MAX_WBITS | 32), None  # gzip or zlib header
+        except zlib.error:
+            if name == "deflate":
+                try:
+                    return zlib.decompress(plaintext, -zlib.MAX_WBITS), None
+                except zlib.error:
+                    pass
+    return plaintext, encoding  # unknown: give the bytes back with their encoding named
+
+
+def _restore(response: requests.Response, plaintext: bytes, content_type: str | None) -> None:
+    """Make a sealed response look like the app's: plaintext body, its headers."""
+    headers = response.headers
+    plaintext, encoding = _decode_content(
+        plaintext, headers.pop("X-Plaintext-Content-Encoding", None)
+    )
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding
+    if content_type is None:
+        headers.pop("Content-Type", None)
+    else:
+        headers["Content-Type"] = content_type
+    headers.pop("X-Plaintext-Content-Type", None)
+    headers.pop("X-Encryption-Enabled", None)
+    if "Content-Length" in headers or "Transfer-Encoding" not in headers:
+        headers["Content-Length"] = str(len(plaintext))
+    response._content = plaintext
+    response.encoding = get_encoding_from_headers(headers)
+
+
+# --- state -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Session:
+    """A format S session as the handshake gave it."""
+
+    token: str = field(repr=False)
+    public_key: rsa.PublicKey = field(repr=False)
+    session_id: str
+    renew_at: float
+
+
+@dataclass(frozen=True)
+class _ReusedKey:
+    """One CEK kept for a session (S) or an identity key (J), with its wrapped form."""
+
+    owner: str  # the session id or kid it is wrapped to
+    cek: bytes = field(repr=False)
+    wrapped_key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Exchange:
+    """What one sent request expects of its answer."""
+
+    kind: Literal["sealed", "signed", "plain", "head"]
+    cek: bytes | None = field(default=None, repr=False)
+    jti: str | None = None  # J: the request's jti, which the answer must name
+    session_id: str | None = None  # S: the session the request went out under
+
+
+# --- the session -------------------------------------------------------------------------------
+class HybridSession(requests.Session):
+    """A :class:`requests.Session` that encrypts request bodies and opens sealed responses.
+
+    :param base_url: the server's origin (and optional path prefix); request URLs are relative
+        to it, and an absolute URL must share its origin.
+    :param format: ``"jwe"`` (format J), ``"session"`` (format S) or ``"envelope"`` (format E).
+    :param device_id: the S device id (default: a random one).
+    :param reuse_key: S and J: one CEK (one wrapped key) for many requests, fresh IV and jti.
+    :param pinned_kid: trust only the identity key with this RFC 7638 kid: J and E encrypt to
+        it, and every signature must be by it. A kid missing from the server's keys raises
+        :class:`UnknownKeyError`; a signature by another key, :class:`SignatureError`.
+    :param envelope_padding: E: ``"oaep"`` (OAEP-256 over the raw CEK) or ``"pkcs1v15"``
+        (JSEncrypt's PKCS#1 v1.5 over the b64(CEK) text).
+    :param encrypt_response: E: ask for sealed responses (``X-Encrypt-Response: true``); when
+        False the plaintext responses must carry a valid signature.
+    :param verify_signatures: check ``X-Response-Signature`` (handshakes, unsealed E answers,
+        refusals and any other signed response).
+    :param clock: seconds since the epoch (J ``iat``, session expiry, ``Retry-After`` dates).
+    :param prefix: the blueprint's URL prefix.
+
+    Redirects are returned, never followed (a redirected request would leave unencrypted);
+    ``files=`` is refused (multipart bodies are never encrypted). HEAD requests carry the key
+    like GET, but their answer has no body to open and is returned as it came. Format E has no
+    bodiless form: a request without a body is sent as it is.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        format: Format = "jwe",
+        device_id: str | None = None,
+        reuse_key: bool = False,
+        pinned_kid: str | None = None,
+        envelope_padding: EnvelopePadding = "oaep",
+        encrypt_response: bool = True,
+        verify_signatures: bool = True,
+        clock: Callable[[], float] = time.time,
+        prefix: str = "/hybrid",
+    ) -> None:
+        super().__init__()
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ValueError("base_url must be an http(s) URL without a query")
+        if format not in _FORMATS:
+            raise ValueError(f"format must be one of {', '.join(_FORMATS)}")
+        if envelope_padding not in _PADDINGS:
+            raise ValueError("envelope_padding must be 'oaep' or 'pkcs1v15'")
+        if not prefix.startswith("/"):
+            raise ValueError("prefix must start with '/'")
+        if device_id is None:
+            device_id = f"py-{secrets.token_hex(16)}"
+        try:
+            formats.parse_device_id(device_id)
+        except InvalidPayload:
+            raise ValueError("device_id must be 1 to 128 printable ASCII characters") from None
+        self.base_url = base_url.rstrip("/")
+        self.format: Format = format
+        self.device_id = device_id
+        self.reuse_key = reuse_key
+        self.pinned_kid = pinned_kid
+        self.envelope_padding: EnvelopePadding = envelope_padding
+        self.encrypt_response = encrypt_response
+        self.verify_signatures = verify_signatures
+        self.prefix = prefix.rstrip("/")
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._identity_keys: dict[str, rsa.PublicKey] | None = None
+        self._session: _Session | None = None
+        self._reused_key: _ReusedKey | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._session is not None else "none"
+        return f"<HybridSession {self.base_url!r} format={self.format!r} session={state}>"
+
+    @property
+    def session_id(self) -> str | None:
+        """The current format S session id, if a session is established."""
+        session = self._session
+        return None if session is None else session.session_id
+
+    # -- the requests API ----------------------------------------------------------------------
+    def request(
+        self,
+        method: str | bytes,
+        url: str | bytes,
+        params: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str | bytes | None] | None = None,
+        cookies: Any = None,
+        files: Any = None,
+        auth: Any = None,
+        timeout: Any = None,
+        allow_redirects: bool = True,
+        proxies: Any = None,
+        hooks: Any = None,
+        stream: bool | None = None,
+        verify: Any = None,
+        cert: Any = None,
+        json: Any = None,
+    ) -> requests.Response:
+        """Send one request encrypted in this session's format; see :class:`requests.Session`.
+
+        Only ``json=`` or ``data=`` (bytes or str) bodies; the content type is the
+        ``Content-Type`` header's, else JSON. The response is fully read (``stream`` is ignored)
+        and redirects are not followed (``allow_redirects`` is ignored).
+        """
+        if files is not None:
+            raise ValueError("multipart bodies are never encrypted: files= is not supported")
+        method = (method.decode("ascii") if isinstance(method, bytes) else method).upper()
+        url = self._absolute_url(url.decode("ascii") if isinstance(url, bytes) else url)
+        request_headers = CaseInsensitiveDict(headers or {})
+        user_content_type = request_headers.pop("Content-Type", None)
+        body, content_type = self._plaintext(data, json, user_content_type)
+        transport = {"timeout": timeout, "proxies": proxies, "verify": verify, "cert": cert}
+        for attempt in (1, 2):
+            prepared, exchange = self._prepare(
+                method,
+                url,
+                body,
+                content_type,
+                request_headers,
+                {"params": params, "cookies": cookies, "auth": auth, "hooks": hooks},
+                transport,
+            )
+            response_hooks, prepared.hooks = prepared.hooks, default_hooks()
+            settings = self.merge_environment_settings(
+                prepared.url, proxies or {}, False, verify, cert
+            )
+            send_kwargs = {"timeout": timeout, **settings}
+            response = self.send(prepared, allow_redirects=False, **send_kwargs)
+            try:
+                response = self._finish(response, exchange, transport)
+            except InvalidSessionError:
+                if self.format != "session" or attempt == 2:
+                    raise
+                logger.debug("flask-hybrid: session refused, handshaking again")
+                self._drop_session(exchange.session_id)
+                continue
+            except UnknownKeyError:
+                if self.format == "session" or attempt == 2:
+                    raise
+                logger.debug("flask-hybrid: key unknown to the server, refetching the keys")
+                self._fetch_keys(transport)
+                continue
+            return dispatch_hook("response", response_hooks, response, **send_kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        """End the session server side (``DELETE``) when there is one, then close the pools."""
+        with self._lock:
+            session, self._session, self._reused_key = self._session, None, None
+        if session is not None:
+            try:
+                super().request(
+                    "DELETE",
+                    self._endpoint("session"),
+                    headers={
+                        "Authorization": f"Bearer {session.token}",
+                        "X-Device-Id": self.device_id,
+                    },
+                    allow_redirects=False,
+                    timeout=_CLOSE_TIMEOUT,
+                )
+            except requests.RequestException:
+                logger.debug("flask-hybrid: could not end the session server side")
+        super().close()
+
+    # -- building requests ---------------------------------------------------------------------
+    def _absolute_url(self, url: str) -> str:
+        if "://" not in url:
+            return f"{self.base_url}/{url.lstrip('/')}"
+        if urlsplit(url)[:2] != urlsplit(self.base_url)[:2]:
+            raise ValueError("HybridSession only sends to its base_url's origin")
+        return url
+
+    def _endpoint(self, name: str) -> str:
+        return f"{self.base_url}{self.prefix}/{name}"
+
+    def _plaintext(
+        self, data: Any, json: Any, content_type: str | bytes | None
+    ) -> tuple[bytes | None, str]:
+        """The body to encrypt (``None`` for none) and its content type."""
+        if data is not None and json is not None:
+            raise ValueError("pass json= or data=, not both")
+        if isinstance(content_type, bytes):
+            content_type = content_type.decode("latin-1")
+        if json is not None:
+            body = jsonlib.dumps(
+                json, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            ).encode("utf-8")
+            content_type = _JSON
+        elif data is None:
+            body = None
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            body = bytes(data)
+        elif isinstance(data, str):
+            body = data.encode("utf-8")
+        else:
+            raise TypeError("data= must be bytes or str; use json= for JSON values")
+        content_type = content_type or _JSON
+        if not body:
+            return None, content_type
+        if self.format != "jwe" and not _is_json_type(content_type):
+            raise ValueError(f"format {self.format!r} carries JSON bodies only")
+        if _is_json_type(content_type):
+            try:
+                loads_json(body)
+            except InvalidPayload:
+                raise ValueError("the body is declared JSON but is not strict UTF-8 JSON") from None
+        return body, content_type
+
+    def _prepare(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        content_type: str,
+        headers: CaseInsensitiveDict[Any],
+        extra: dict[str, Any],
+        transport: dict[str, Any],
+    ) -> tuple[requests.PreparedRequest, _Exchange]:
+        """The wire request of one attempt, and what its answer must be."""
+        wire_headers: CaseInsensitiveDict[Any] = CaseInsensitiveDict(headers)
+        target = ""
+        if self.format == "session":
+            wire_body, exchange = self._seal_session(body, wire_headers, transport)
+        elif self.format == "jwe":
+            params = merge_setting(extra["params"], self.params)
+            target = requests.Request(method, url, params=params).prepare().path_url
+            wire_body, exchange = self._seal_jwe(
+                method, target, body, content_type, wire_headers, transport
+            )
+        else:
+            wire_body, exchange = self._seal_envelope(body, wire_headers, transport)
+        if wire_body is not None and "Content-Type" not in wire_headers:
+            wire_headers["Content-Type"] = _JSON
+        if method == "HEAD":
+            exchange = _Exchange("head")
+        prepared = self.prepare_request(
+            requests.Request(method, url, headers=wire_headers, data=wire_body, **extra)
+        )
+        if self.format == "jwe" and prepared.path_url != target:
+            raise RuntimeError("requests prepared another target than the one bound in htu")
+        return prepared, exchange
+
+    def _seal_session(
+        self, body: bytes | None, headers: CaseInsensitiveDict[Any], transport: dict[str, Any]
+    ) -> tuple[bytes | None, _Exchange]:
+        """Format S: the session headers, and the body sealed (or the key in a header)."""
+        session = self._current_session(transport)
+        cek, wrapped_key = self._key_for(session.session_id, session.public_key)
+        headers["Authorization"] = f"Bearer {session.token}"
+        headers["X-Device-Id"] = self.device_id
+        headers["X-Encryption-Enabled"] = "true"
+        exchange = _Exchange("sealed", cek, session_id=session.session_id)
+        if body is None:
+            headers["X-Encrypted-Aes-Key"] = b64encode(wrapped_key)
+            return None, exchange
+        return seal_session_request(cek, wrapped_key, body), exchange
+
+    def _seal_jwe(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None,
+        content_type: str,
+        headers: CaseInsensitiveDict[Any],
+        transport: dict[str, Any],
+    ) -> tuple[bytes | None, _Exchange]:
+        """Format J: a JWE bound to method, target, time and a fresh jti."""
+        kid, public_key = self._encryption_key(transport)
+        cek, wrapped_key = self._key_for(kid, public_key)
+        jti = b64url_encode(os.urandom(_JTI_BYTES))
+        header: dict[str, Any] = {
+            "alg": jwe.ALG_RSA_OAEP_256,
+            "enc": jwe.ENC_A256GCM,
+            "kid": kid,
+            "htm": method,
+            "htu": target,
+            "iat": int(self._clock()),
+            "jti": jti,
+        }
+        if body is not None:
+            media_type = content_type.partition(";")[0].strip().lower()
+            header["cty"] = "json" if media_type == _JSON else content_type
+        token = seal_jwe_request(header, body or b"", cek, wrapped_key)
+        exchange = _Exchange("sealed", cek, jti)
+        if body is None:
+            headers["X-Hybrid-JWE"] = token
+            return None, exchange
+        headers["Content-Type"] = _JOSE
+        return token.encode("ascii"), exchange
+
+    def _seal_envelope(
+        self, body: bytes | None, headers: CaseInsensitiveDict[Any], transport: dict[str, Any]
+    ) -> tuple[bytes | None, _Exchange]:
+        """Format E: a fresh CEK wrapped to an identity key (no bodiless form: sent as is)."""
+        if body is None:
+            return None, _Exchange("plain")
+        kid, public_key = self._encryption_key(transport)
+        cek = aead.new_cek()
+        alg, wrapped_key = wrap_envelope_key(public_key, cek, padding=self.envelope_padding)
+        headers["X-Encryption-Enabled"] = "true"
+        if self.encrypt_response:
+            headers["X-Encrypt-Response"] = "true"
+        exchange = _Exchange("sealed" if self.encrypt_response else "signed", cek)
+        return seal_envelope_request(alg, wrapped_key, cek, body, kid=kid), exchange
+
+    def _key_for(self, owner: str, public_key: rsa.PublicKey) -> tuple[bytes, bytes]:
+        """A CEK and its OAEP-256 wrap to ``public_key``: kept per owner when reusing."""
+        with self._lock:
+            reused = self._reused_key
+            if self.reuse_key and reused is not None and reused.owner == owner:
+                return reused.cek, reused.wrapped_key
+            cek = aead.new_cek()
+            wrapped_key = rsa.wrap_oaep(public_key, cek)
+            if self.reuse_key:
+                self._reused_key = _ReusedKey(owner, cek, wrapped_key)
+            return cek, wrapped_key
+
+    # -- answers -------------------------------------------------------------------------------
+    def _finish(
+        self, response: requests.Response, exchange: _Exchange, transport: dict[str, Any]
+    ) -> requests.Response:
+        """Raise for a refusal, check signatures, open a sealed body."""
+        if exchange.kind == "head":
+            return response
+        refusal = _refusal(response, self._clock())
+        if refusal is not None:
+            self._check_signature(response, required=False, transport=transport)
+            raise refusal
+        self._check_signature(response, required=exchange.kind == "signed", transport=transport)
+        if exchange.kind != "sealed":
+            return response
+        if response.status_code in _UNSEALED_STATUSES and not response.content:
+            return response
+        plaintext, content_type = self._open_sealed(response, exchange)
+        _restore(response, plaintext, content_type)
+        return response
+
+    def _open_sealed(
+        self, response: requests.Response, exchange: _Exchange
+    ) -> tuple[bytes, str | None]:
+        cek = exchange.cek
+        assert cek is not None
+        try:
+            if self.format == "jwe":
+                assert exchange.jti is not None
+                header, plaintext = formats.open_response(
+                    response.content.decode("ascii"), cek, request_jti=exchange.jti
+                )
+                status = header.get("status")
+                if isinstance(status, bool) or status != response.status_code:
+                    raise InvalidPayload
+                cty = header.get("cty")
+                return plaintext, cty if isinstance(cty, str) else None
+            if self.format == "session":
+                plaintext = formats.open_session_response(response.content, cek)
+            else:
+                plaintext = formats.open_envelope_response(response.content, cek)
+        except (InvalidPayload, UnicodeDecodeError):
+            raise ResponseError("the sealed response does not open", response=response) from None
+        return plaintext, response.headers.get("X-Plaintext-Content-Type")
+
+    def _check_signature(
+        self, response: requests.Response, *, required: bool, transport: dict[str, Any]
+    ) -> None:
+        """Verify ``X-Response-Signature`` over the exact body, when present or required."""
+        if not self.verify_signatures:
+            return
+        signature_text = response.headers.get(_SIGNATURE)
+        if signature_text is None:
+            if required:
+                raise SignatureError("the response is not signed", response=response)
+            return
+        public_key = self._signature_key(response.headers.get(_SIGNATURE_KID), transport)
+        try:
+            signature = b64decode(signature_text)
+        except InvalidPayload:
+            signature = b""
+        if public_key is None or not rsa.verify(public_key, signature, response.content):
+            raise SignatureError("the response signature does not verify", response=response)
+
+    # -- keys ----------------------------------------------------------------------------------
+    def _fetch_keys(self, transport: dict[str, Any]) -> dict[str, rsa.PublicKey]:
+        """GET the JWK Set (again) and keep it; the pinned kid must be in it."""
+        response = super().request(
+            "GET", self._endpoint("jwks.json"), allow_redirects=False, **transport
+        )
+        refusal = _refusal(response, self._clock())
+        if refusal is not None:
+            raise refusal
+        try:
+            if response.status_code != 200:
+                raise InvalidPayload
+            keys = parse_jwks(response.content)
+        except InvalidPayload:
+            raise ResponseError("the server's key set is not usable", response=response) from None
+        if self.pinned_kid is not None and self.pinned_kid not in keys:
+            raise UnknownKeyError(
+                "the pinned kid is not among the server's keys", response=response
+            )
+        with self._lock:
+            self._identity_keys = keys
+        return keys
+
+    def _keys(self, transport: dict[str, Any]) -> dict[str, rsa.PublicKey]:
+        with self._lock:
+            keys = self._identity_keys
+            return keys if keys is not None else self._fetch_keys(transport)
+
+    def _encryption_key(self, transport: dict[str, Any]) -> tuple[str, rsa.PublicKey]:
+        """The pinned identity key, else the current one (first in the key set)."""
+        keys = self._keys(transport)
+        kid = self.pinned_kid if self.pinned_kid is not None else next(iter(keys))
+        return kid, keys[kid]
+
+    def _signature_key(self, kid: str | None, transport: dict[str, Any]) -> rsa.PublicKey | None:
+        """The key a signature names (refetching the keys once for an unknown kid)."""
+        if kid is None:
+            kid = self._encryption_key(transport)[0]
+        if self.pinned_kid is not None and kid != self.pinned_kid:
+            return None
+        keys = self._keys(transport)
+        if kid not in keys:
+            keys = self._fetch_keys(transport)
+        return keys.get(kid)
+
+    # -- format S sessions ---------------------------------------------------------------------
+    def _current_session(self, transport: dict[str, Any]) -> _Session:
+        with self._lock:
+            session = self._session
+            if session is None or self._clock() >= session.renew_at:
+                session = self._session = self._handshake(transport)
+            return session
+
+    def _drop_session(self, session_id: str | None) -> None:
+        """Forget a refused session (unless another thread has already replaced it)."""
+        with self._lock:
+            if self._session is not None and self._session.session_id == session_id:
+                self._session = None
+
+    def _handshake(self, transport: dict[str, Any]) -> _Session:
+        """POST the S-form handshake, check its signature, open the sealed 201."""
+        if self.verify_signatures:
+            self._keys(transport)
+        cek = aead.new_cek()
+        started = self._clock()
+        response = super().request(
+            "POST",
+            self._endpoint("session"),
+            json={"aesKey": b64encode(cek), "deviceId": self.device_id},
+            allow_redirects=False,
+            **transport,
+        )
+        refusal = _refusal(response, self._clock())
+        if refusal is not None:
+            self._check_signature(response, required=False, transport=transport)
+            raise refusal
+        self._check_signature(response, required=True, transport=transport)
+        try:
+            if response.status_code != 201:
+                raise InvalidPayload
+            document = loads_json_object(formats.open_session_response(response.content, cek))
+            token, pem, session_id, expires_in = (
+                document.get(name) for name in ("token", "publicKey", "sessionId", "expiresIn")
+            )
+            if not (isinstance(token, str) and token and isinstance(pem, str)):
+                raise InvalidPayload
+            if not isinstance(session_id, str) or not session_id:
+                raise InvalidPayload
+            if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
+                raise InvalidPayload
+            public_key = rsa.load_public_key(pem)
+            if public_key.key_size < rsa.MIN_KEY_BITS:
+                raise InvalidPayload
+        except (InvalidPayload, ValueError):
+            raise ResponseError("the handshake response is not usable", response=response) from None
+        logger.debug("flask-hybrid: session %s established", session_id)
+        renew_at = started + expires_in - min(_EXPIRY_MARGIN, expires_in / 10)
+        return _Session(token, public_key, session_id, renew_at)
