@@ -7,12 +7,16 @@
 
     app = Flask(__name__)
     HybridEncryption(app)
+
+The names below are imported on first use, so ``flask_hybrid.core`` and ``flask_hybrid.client``
+work without loading Flask.
 """
 
 from __future__ import annotations
 
-from .blueprint import create_blueprint, require_encryption
-from .config import ConfigVars, Settings
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     EncryptionRequired,
     HybridError,
@@ -24,10 +28,36 @@ from .errors import (
     StoreUnavailable,
     UnknownKey,
 )
-from .extension import HybridEncryption
-from .middleware import ENVIRON_KEY, EncryptedRequest, HybridMiddleware
-from .sessions import KeyPool, SessionManager
-from .state import HybridState
+
+if TYPE_CHECKING:
+    from .blueprint import create_blueprint, require_encryption
+    from .config import ConfigVars, Settings
+    from .extension import HybridEncryption
+    from .middleware import ENVIRON_KEY, EncryptedRequest, HybridMiddleware
+    from .sessions import KeyPool, SessionManager
+    from .state import HybridState
+
+_LAZY = {
+    "create_blueprint": ".blueprint",
+    "require_encryption": ".blueprint",
+    "ConfigVars": ".config",
+    "Settings": ".config",
+    "HybridEncryption": ".extension",
+    "ENVIRON_KEY": ".middleware",
+    "EncryptedRequest": ".middleware",
+    "HybridMiddleware": ".middleware",
+    "KeyPool": ".sessions",
+    "SessionManager": ".sessions",
+    "HybridState": ".state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flask_hybrid' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
 
 __all__ = [
     "ENVIRON_KEY",

@@ -15,7 +15,7 @@ class ConfigVars:
     """One constant per configuration key."""
 
     IDENTITY_KEYS = "HYBRID_IDENTITY_KEYS"
-    JWT_SECRET = "HYBRID_JWT_SECRET"
+    JWT_SECRET = "HYBRID_JWT_SECRET"  # noqa: S105 - the name of a key, not a secret
     DEVELOPMENT = "HYBRID_DEVELOPMENT"
     STORE_URL = "HYBRID_STORE_URL"
     STORE_KEY_PREFIX = "HYBRID_STORE_KEY_PREFIX"

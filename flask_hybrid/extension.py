@@ -34,7 +34,8 @@ class HybridEncryption:
 
     ::
 
-        hybrid = HybridEncryption(app)          # or: hybrid = HybridEncryption(); hybrid.init_app(app)
+        hybrid = HybridEncryption(app)
+        # or, with an app factory: hybrid = HybridEncryption(); hybrid.init_app(app)
 
     Keyword arguments win over ``app.config``, which wins over the defaults. The per-app state
     (a :class:`~flask_hybrid.state.HybridState`) lives in ``app.extensions["hybrid"]``.
@@ -121,8 +122,8 @@ class HybridEncryption:
         if not secret:
             if not development:
                 raise RuntimeError(
-                    f"flask-hybrid: {ConfigVars.JWT_SECRET} is not set. Give it at least 32 "
-                    "random bytes (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)."
+                    f"flask-hybrid: {ConfigVars.JWT_SECRET} is not set. Give it at least 32 random "
+                    "bytes, e.g. from `python -c 'import secrets; print(secrets.token_hex(32))'`."
                 )
             return development_jwt_secret(app.instance_path)
         secret = secret.encode() if isinstance(secret, str) else secret

@@ -6,6 +6,7 @@ several processes start together exactly one file wins and every process reads t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from .core import rsa
 
 IDENTITY_KEY_FILE = "hybrid-identity-key.pem"
-JWT_SECRET_FILE = "hybrid-jwt-secret"
+JWT_SECRET_FILE = "hybrid-jwt-secret"  # noqa: S105 - a file name, not a secret
 
 
 def _read_or_create(path: Path, make: bytes) -> bytes:
@@ -24,10 +25,8 @@ def _read_or_create(path: Path, make: bytes) -> bytes:
         try:
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(make)
-            try:
+            with contextlib.suppress(FileExistsError):  # another process won: use its file
                 os.link(temporary, path)
-            except FileExistsError:
-                pass  # another process won the race; use its file
         finally:
             temporary.unlink(missing_ok=True)
     return path.read_bytes()
