@@ -34,7 +34,6 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
-from cryptography.hazmat.primitives.asymmetric import rsa as rsa_primitives
 from requests.hooks import default_hooks, dispatch_hook
 from requests.sessions import merge_setting
 from requests.structures import CaseInsensitiveDict
@@ -45,13 +44,11 @@ from .core import aead, formats, jwe, rsa
 from .core.encoding import (
     b64decode,
     b64encode,
-    b64url_decode,
     b64url_encode,
-    dumps_compact,
     loads_json,
     loads_json_object,
 )
-from .core.keyring import thumbprint
+from .core.keyring import parse_jwks
 from .errors import InvalidPayload
 
 __all__ = [
@@ -75,7 +72,7 @@ Format = Literal["jwe", "session", "envelope"]
 EnvelopePadding = Literal["oaep", "pkcs1v15"]
 
 _FORMATS = ("jwe", "session", "envelope")
-_PADDINGS = {"oaep": "RSA-OAEP-256+AES-GCM", "pkcs1v15": "RSA+AES-GCM"}
+_PADDINGS = ("oaep", "pkcs1v15")
 _JOSE = "application/jose"
 _JSON = formats.JSON_CONTENT_TYPE
 _JTI_BYTES = 16
@@ -177,105 +174,6 @@ _REFUSAL_STATUSES = {code: errors.ERRORS[code].status for code in _REFUSALS}
 
 
 # --- sans-I/O helpers (candidates for core/) ---------------------------------------------------
-def parse_jwks(body: bytes) -> dict[str, rsa.PublicKey]:
-    """The RSA keys of a JWK Set by their RFC 7638 kid, in order (current first).
-
-    The kid is computed from ``n`` and ``e``, never taken on trust: an entry whose stated kid
-    differs, or whose key is under 2048 bits, is skipped. No usable key is :class:`InvalidPayload`.
-    """
-    entries = loads_json_object(body).get("keys")
-    if not isinstance(entries, list):
-        raise InvalidPayload
-    keys: dict[str, rsa.PublicKey] = {}
-    for entry in entries:
-        if not isinstance(entry, dict) or entry.get("kty") != "RSA":
-            continue
-        try:
-            modulus = int.from_bytes(b64url_decode(entry.get("n")), "big")
-            exponent = int.from_bytes(b64url_decode(entry.get("e")), "big")
-            public_key = rsa_primitives.RSAPublicNumbers(exponent, modulus).public_key()
-        except (InvalidPayload, ValueError):
-            continue
-        if public_key.key_size < rsa.MIN_KEY_BITS:
-            continue
-        kid = thumbprint(public_key)
-        if entry.get("kid", kid) == kid:
-            keys.setdefault(kid, public_key)
-    if not keys:
-        raise InvalidPayload
-    return keys
-
-
-def seal_session_request(
-    cek: bytes, wrapped_key: bytes, plaintext: bytes, *, iv: bytes | None = None
-) -> bytes:
-    """A format S request body; ``wrapped_key`` is the CEK wrapped to the session key."""
-    iv, ciphertext, tag = aead.seal(cek, plaintext, iv=iv)
-    return dumps_compact(
-        {
-            "encryptedAesKey": b64encode(wrapped_key),
-            "encryptedData": b64encode(ciphertext),
-            "iv": b64encode(iv),
-            "authTag": b64encode(tag),
-        }
-    )
-
-
-def wrap_envelope_key(
-    public_key: rsa.PublicKey, cek: bytes, *, padding: EnvelopePadding
-) -> tuple[str, bytes]:
-    """Format E ``(alg, ek)``: OAEP-256 over the raw CEK, or PKCS#1 v1.5 over b64(CEK) text."""
-    if padding == "oaep":
-        return _PADDINGS["oaep"], rsa.wrap_oaep(public_key, cek)
-    return _PADDINGS["pkcs1v15"], public_key.encrypt(b64encode(cek).encode("ascii"), rsa.PKCS1V15)
-
-
-def seal_envelope_request(
-    alg: str,
-    wrapped_key: bytes,
-    cek: bytes,
-    plaintext: bytes,
-    *,
-    kid: str | None = None,
-    iv: bytes | None = None,
-) -> bytes:
-    """A format E request body ``{"alg", "ek", "iv", "ct"[, "kid"]}``."""
-    iv, ciphertext, tag = aead.seal(cek, plaintext, iv=iv)
-    envelope = {
-        "alg": alg,
-        "ek": b64encode(wrapped_key),
-        "iv": b64encode(iv),
-        "ct": b64encode(ciphertext + tag),
-    }
-    if kid is not None:
-        envelope["kid"] = kid
-    return dumps_compact(envelope)
-
-
-def seal_jwe_request(
-    header: dict[str, Any],
-    plaintext: bytes,
-    cek: bytes,
-    wrapped_key: bytes,
-    *,
-    iv: bytes | None = None,
-) -> str:
-    """An RSA-OAEP-256 compact JWE from an already wrapped CEK (one ``ek`` reused at will)."""
-    if header.get("alg") != jwe.ALG_RSA_OAEP_256 or header.get("enc") != jwe.ENC_A256GCM:
-        raise ValueError("the header must have alg 'RSA-OAEP-256' and enc 'A256GCM'")
-    protected_segment = b64url_encode(dumps_compact(header))
-    iv, ciphertext, tag = aead.seal(cek, plaintext, aad=protected_segment.encode("ascii"), iv=iv)
-    return ".".join(
-        (
-            protected_segment,
-            b64url_encode(wrapped_key),
-            b64url_encode(iv),
-            b64url_encode(ciphertext),
-            b64url_encode(tag),
-        )
-    )
-
-
 def _retry_after(value: str | None, now: float) -> float | None:
     """``Retry-After`` in seconds: delta-seconds or an HTTP date."""
     if not value:
@@ -650,7 +548,7 @@ class HybridSession(requests.Session):
         if body is None:
             headers["X-Encrypted-Aes-Key"] = b64encode(wrapped_key)
             return None, exchange
-        return seal_session_request(cek, wrapped_key, body), exchange
+        return formats.seal_session_request(cek, wrapped_key, body), exchange
 
     def _seal_jwe(
         self,
@@ -677,7 +575,7 @@ class HybridSession(requests.Session):
         if body is not None:
             media_type = content_type.partition(";")[0].strip().lower()
             header["cty"] = "json" if media_type == _JSON else content_type
-        token = seal_jwe_request(header, body or b"", cek, wrapped_key)
+        token = jwe.encrypt(header, body or b"", cek, encrypted_key=wrapped_key)
         exchange = _Exchange("sealed", cek, jti)
         if body is None:
             headers["X-Hybrid-JWE"] = token
@@ -693,12 +591,12 @@ class HybridSession(requests.Session):
             return None, _Exchange("plain")
         kid, public_key = self._encryption_key(transport)
         cek = aead.new_cek()
-        alg, wrapped_key = wrap_envelope_key(public_key, cek, padding=self.envelope_padding)
+        alg, wrapped_key = formats.wrap_envelope_key(public_key, cek, padding=self.envelope_padding)
         headers["X-Encryption-Enabled"] = "true"
         if self.encrypt_response:
             headers["X-Encrypt-Response"] = "true"
         exchange = _Exchange("sealed" if self.encrypt_response else "signed", cek)
-        return seal_envelope_request(alg, wrapped_key, cek, body, kid=kid), exchange
+        return formats.seal_envelope_request(alg, wrapped_key, cek, body, kid=kid), exchange
 
     def _key_for(self, owner: str, public_key: rsa.PublicKey) -> tuple[bytes, bytes]:
         """A CEK and its OAEP-256 wrap to ``public_key``: kept per owner when reusing."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from typing import Any
 
 from flask import Flask
 
-from flask_hybrid.core import aead, jwe, rsa
+from flask_hybrid.core import aead, formats, jwe, rsa
 from flask_hybrid.core.encoding import b64encode, b64url_encode
 from flask_hybrid.state import HybridState
 
@@ -29,11 +30,7 @@ def new_session(flask_app: Flask, device_id: str = DEVICE_ID, ip: str = "127.0.0
         environ_base={"REMOTE_ADDR": ip},
     )
     assert response.status_code == 201, response.data
-    from flask_hybrid.core import formats
-
     opened = formats.open_session_response(response.data, cek)
-    import json
-
     session = json.loads(opened)
     session["public_key"] = rsa.load_public_key(session["publicKey"])
     session["device_id"] = device_id
@@ -50,14 +47,8 @@ def session_headers(session: dict) -> dict[str, str]:
 
 def s_envelope(session: dict, plaintext: bytes, cek: bytes | None = None) -> tuple[dict, bytes]:
     cek = cek or aead.new_cek()
-    iv, ciphertext, tag = aead.seal(cek, plaintext)
-    envelope = {
-        "encryptedAesKey": b64encode(rsa.wrap_oaep(session["public_key"], cek)),
-        "encryptedData": b64encode(ciphertext),
-        "iv": b64encode(iv),
-        "authTag": b64encode(tag),
-    }
-    return envelope, cek
+    wrapped_key = rsa.wrap_oaep(session["public_key"], cek)
+    return json.loads(formats.seal_session_request(cek, wrapped_key, plaintext)), cek
 
 
 def e_envelope(
@@ -71,16 +62,10 @@ def e_envelope(
     cek = aead.new_cek()
     key_material = base64.b64encode(cek) if b64_text else cek
     padding = rsa.OAEP_SHA256 if oaep else rsa.PKCS1V15
-    iv, ciphertext, tag = aead.seal(cek, plaintext)
-    envelope: dict[str, Any] = {
-        "alg": "RSA-OAEP-256+AES-GCM" if oaep else "RSA+AES-GCM",
-        "ek": b64encode(public_key.encrypt(key_material, padding)),
-        "iv": b64encode(iv),
-        "ct": b64encode(ciphertext + tag),
-    }
-    if kid is not None:
-        envelope["kid"] = kid
-    return envelope, cek
+    alg = formats.ENVELOPE_ALG_OAEP if oaep else formats.ENVELOPE_ALG_PKCS1
+    wrapped_key = public_key.encrypt(key_material, padding)
+    body = formats.seal_envelope_request(alg, wrapped_key, cek, plaintext, kid=kid)
+    return json.loads(body), cek
 
 
 def j_header(kid: str, method: str, target: str, **overrides: Any) -> dict[str, Any]:

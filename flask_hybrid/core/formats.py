@@ -16,7 +16,7 @@ from ..errors import InvalidPayload, ReplayedRequest, UnknownKey
 from . import aead, jwe
 from .encoding import b64decode, b64encode, b64url_decode, dumps_compact, loads_json
 from .keyring import KeyRing
-from .rsa import unwrap_cek_or_random
+from .rsa import PKCS1V15, PublicKey, unwrap_cek_or_random, wrap_oaep
 
 JSON_CONTENT_TYPE = "application/json"
 REQUEST_JSON_CONTENT_TYPE = "application/json; charset=utf-8"
@@ -75,6 +75,21 @@ def open_session_envelope(envelope: UnverifiedSessionEnvelope, cek: bytes) -> by
     return require_json(aead.open_(cek, envelope.iv, envelope.ciphertext, envelope.tag))
 
 
+def seal_session_request(
+    cek: bytes, wrapped_key: bytes, plaintext: bytes, *, iv: bytes | None = None
+) -> bytes:
+    """A format S request body; ``wrapped_key`` is the CEK wrapped to the session key."""
+    iv, ciphertext, tag = aead.seal(cek, plaintext, iv=iv)
+    return dumps_compact(
+        {
+            "encryptedAesKey": b64encode(wrapped_key),
+            "encryptedData": b64encode(ciphertext),
+            "iv": b64encode(iv),
+            "authTag": b64encode(tag),
+        }
+    )
+
+
 def parse_wrapped_key_header(value: object) -> bytes:
     """``X-Encrypted-Aes-Key``: b64 of the wrapped CEK, for bodiless S requests."""
     return b64decode(value)
@@ -113,7 +128,9 @@ def parse_device_id(value: object) -> str:
 
 
 # --- format E ----------------------------------------------------------------------------------
-ENVELOPE_ALGS = {"RSA+AES-GCM": False, "RSA-OAEP-256+AES-GCM": True}  # alg → uses OAEP
+ENVELOPE_ALG_PKCS1 = "RSA+AES-GCM"  # what JSEncrypt clients send
+ENVELOPE_ALG_OAEP = "RSA-OAEP-256+AES-GCM"
+ENVELOPE_ALGS = {ENVELOPE_ALG_PKCS1: False, ENVELOPE_ALG_OAEP: True}  # alg → uses OAEP
 
 
 @dataclass(frozen=True)
@@ -172,6 +189,35 @@ def open_envelope(envelope: UnverifiedEnvelope, keyring: KeyRing) -> tuple[bytes
             continue
         return cek, require_json(plaintext)
     raise InvalidPayload
+
+
+def wrap_envelope_key(public_key: PublicKey, cek: bytes, *, padding: str) -> tuple[str, bytes]:
+    """Format E ``(alg, ek)``: OAEP-256 over the raw CEK, or PKCS#1 v1.5 over b64(CEK) text."""
+    if padding == "oaep":
+        return ENVELOPE_ALG_OAEP, wrap_oaep(public_key, cek)
+    return ENVELOPE_ALG_PKCS1, public_key.encrypt(b64encode(cek).encode("ascii"), PKCS1V15)
+
+
+def seal_envelope_request(
+    alg: str,
+    wrapped_key: bytes,
+    cek: bytes,
+    plaintext: bytes,
+    *,
+    kid: str | None = None,
+    iv: bytes | None = None,
+) -> bytes:
+    """A format E request body ``{"alg", "ek", "iv", "ct"[, "kid"]}``."""
+    iv, ciphertext, tag = aead.seal(cek, plaintext, iv=iv)
+    envelope = {
+        "alg": alg,
+        "ek": b64encode(wrapped_key),
+        "iv": b64encode(iv),
+        "ct": b64encode(ciphertext + tag),
+    }
+    if kid is not None:
+        envelope["kid"] = kid
+    return dumps_compact(envelope)
 
 
 def seal_envelope_response(cek: bytes, plaintext: bytes, *, iv: bytes | None = None) -> bytes:

@@ -75,22 +75,26 @@ def encrypt(
     cek: bytes,
     *,
     public_key: PublicKey | None = None,
+    encrypted_key: bytes | None = None,
     iv: bytes | None = None,
 ) -> str:
-    """Build a compact JWE: ``dir`` when no ``public_key`` is given, else RSA-OAEP-256.
+    """Build a compact JWE: ``dir`` with neither key argument, else RSA-OAEP-256.
 
-    ``header`` is serialized in the order given; it must name the matching ``alg`` and ``enc``.
+    For RSA-OAEP-256 give ``public_key`` (the CEK is wrapped now) or ``encrypted_key`` (the CEK
+    already wrapped, so a client can send one ``ek`` with many requests). ``header`` is
+    serialized in the order given and must name the matching ``alg`` and ``enc``.
     """
-    expected_alg = ALG_DIR if public_key is None else ALG_RSA_OAEP_256
+    if public_key is not None and encrypted_key is None:
+        encrypted_key = wrap_oaep(public_key, cek)
+    expected_alg = ALG_DIR if encrypted_key is None else ALG_RSA_OAEP_256
     if header.get("alg") != expected_alg or header.get("enc") != ENC_A256GCM:
         raise ValueError(f"the header must have alg {expected_alg!r} and enc 'A256GCM'")
-    encrypted_key = b"" if public_key is None else wrap_oaep(public_key, cek)
     protected_segment = b64url_encode(dumps_compact(header))
     iv, ciphertext, tag = aead.seal(cek, plaintext, aad=protected_segment.encode("ascii"), iv=iv)
     return ".".join(
         (
             protected_segment,
-            b64url_encode(encrypted_key),
+            b64url_encode(encrypted_key or b""),
             b64url_encode(iv),
             b64url_encode(ciphertext),
             b64url_encode(tag),

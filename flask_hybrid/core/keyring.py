@@ -7,8 +7,11 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .encoding import b64url_encode
-from .rsa import PrivateKey, PublicKey, load_private_key, public_pem
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
+
+from ..errors import InvalidPayload
+from .encoding import b64url_decode, b64url_encode, loads_json_object
+from .rsa import MIN_KEY_BITS, PrivateKey, PublicKey, load_private_key, public_pem
 
 
 def _int_to_b64url(value: int) -> str:
@@ -85,3 +88,32 @@ class KeyRing:
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         """The JWK Set of every identity key, current first."""
         return {"keys": [dict(key.jwk) for key in self._keys]}
+
+
+def parse_jwks(body: bytes) -> dict[str, PublicKey]:
+    """The RSA keys of a JWK Set by their RFC 7638 kid, in order (current first).
+
+    The kid is computed from ``n`` and ``e``, never taken on trust: an entry whose stated kid
+    differs, or whose key is under 2048 bits, is skipped. No usable key is :class:`InvalidPayload`.
+    """
+    entries = loads_json_object(body).get("keys")
+    if not isinstance(entries, list):
+        raise InvalidPayload
+    keys: dict[str, PublicKey] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("kty") != "RSA":
+            continue
+        try:
+            modulus = int.from_bytes(b64url_decode(entry.get("n")), "big")
+            exponent = int.from_bytes(b64url_decode(entry.get("e")), "big")
+            public_key = RSAPublicNumbers(exponent, modulus).public_key()
+        except (InvalidPayload, ValueError):
+            continue
+        if public_key.key_size < MIN_KEY_BITS:
+            continue
+        kid = thumbprint(public_key)
+        if entry.get("kid", kid) == kid:
+            keys.setdefault(kid, public_key)
+    if not keys:
+        raise InvalidPayload
+    return keys
