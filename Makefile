@@ -37,6 +37,7 @@ test: $(STAMP) $(NODE_STAMP) $(CHROMIUM)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy flask_hybrid
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -26,8 +26,7 @@ from .middleware import ENVIRON_KEY, EncryptedRequest
 from .state import HybridState
 
 if TYPE_CHECKING:
-    from flask_limiter import Limiter
-    from flask_limiter.util import RequestLimit
+    from flask_limiter import Limiter, RequestLimit
 
 F = TypeVar("F", bound=Callable[..., Any])
 
