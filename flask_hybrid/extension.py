@@ -73,10 +73,11 @@ class HybridEncryption:
                 f"'E' out of {ConfigVars.FORMATS}."
             )
         store_url = config[ConfigVars.STORE_URL]
+        store_timeout = float(config[ConfigVars.STORE_TIMEOUT])
         store = self._store or store_from_url(
             store_url,
             key_prefix=config[ConfigVars.STORE_KEY_PREFIX],
-            timeout=float(config[ConfigVars.STORE_TIMEOUT]),
+            timeout=store_timeout,
         )
         sessions = SessionManager(
             store,
@@ -87,10 +88,17 @@ class HybridEncryption:
             clock=self._clock,
         )
         state = HybridState(keyring, sessions, settings, clock=self._clock)
+        limiter_storage = self._limiter_storage(config, store_url)
         limiter = Limiter(
             get_remote_address,
             app=app,
-            storage_uri=self._limiter_storage(config, store_url),
+            storage_uri=limiter_storage,
+            # a hung Redis must not hang the handshake: the same bounded wait as the store
+            storage_options=(
+                {"socket_timeout": store_timeout, "socket_connect_timeout": store_timeout}
+                if limiter_storage.split("://", 1)[0].lower() in REDIS_SCHEMES
+                else {}
+            ),
             default_limits=[],
             swallow_errors=True,  # a limiter outage must not take the handshake down
             key_prefix="flask-hybrid",

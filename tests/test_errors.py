@@ -526,3 +526,39 @@ def test_no_plaintext_or_key_in_logs(app: Flask, caplog: pytest.LogCaptureFixtur
     logged = caplog.text
     assert "4111" not in logged and b64encode(cek) not in logged and envelope["ek"] not in logged
     assert "invalid_payload" in logged
+
+
+def test_payload_too_large_over_real_http(live_server_factory: Callable[..., Any]) -> None:
+    """Both 413 paths through a real server: a declared length, and a chunked body."""
+    import http.client
+
+    live = live_server_factory(HYBRID_MAX_BODY=4096)
+    port = live.server.server_port
+    for chunked in (False, True):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        body = b'{"ek":"' + b"A" * 20_000 + b'"}'
+        headers = {"X-Encryption-Enabled": "true", "Content-Type": "application/json"}
+        if chunked:
+            connection.request(
+                "POST",
+                "/api/echo",
+                body=iter([body[:8000], body[8000:]]),
+                headers=headers,
+                encode_chunked=True,
+            )
+        else:
+            connection.request("POST", "/api/echo", body=body, headers=headers)
+        response = connection.getresponse()
+        assert response.status == 413, chunked
+        assert response.read() == error_body(PayloadTooLarge)
+        assert response.getheader("X-Response-Signature")
+        connection.close()
+
+
+def test_limiter_storage_shares_the_store_redis_with_a_bounded_wait(
+    make_app: Callable[..., Flask], redis_url: str, redis_prefix: str
+) -> None:
+    flask_app = make_app(HYBRID_STORE_URL=redis_url, HYBRID_STORE_KEY_PREFIX=redis_prefix)
+    limiter = next(iter(flask_app.extensions["limiter"]))
+    assert limiter._storage_uri == redis_url
+    assert limiter._storage_options["socket_timeout"] == 0.5
