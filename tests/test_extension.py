@@ -23,6 +23,7 @@ from flask_hybrid import (
     Settings,
     create_blueprint,
 )
+from flask_hybrid.cli import cli
 from flask_hybrid.core import aead, formats, rsa
 from flask_hybrid.core.encoding import b64decode, b64encode
 from flask_hybrid.core.keyring import KeyRing
@@ -310,3 +311,18 @@ def test_view_sees_an_ordinary_request(make_app: Callable[..., Flask]) -> None:
         "json": {"name": "Zoë"},
         "transfer_encoding": None,
     }
+
+
+def test_cli_makes_keys_and_secrets_and_shows_loaded_keys(app: Flask, tmp_path: Path) -> None:
+    runner = app.test_cli_runner()
+    key_path = tmp_path / "identity.pem"
+    result = runner.invoke(cli, ["keygen", str(key_path), "--bits", "2048"])
+    assert result.exit_code == 0, result.output
+    assert key_path.stat().st_mode & 0o777 == 0o600
+    assert rsa.load_private_key(key_path.read_bytes()).key_size == 2048
+    again = runner.invoke(cli, ["keygen", str(key_path)])
+    assert again.exit_code != 0  # never overwrites a key
+    secret = runner.invoke(cli, ["secret"]).output.strip()
+    assert len(bytes.fromhex(secret)) == 32
+    shown = json.loads(runner.invoke(cli, ["keys"]).output)
+    assert shown == state_of(app).keyring.jwks()
