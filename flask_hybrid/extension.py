@@ -89,16 +89,19 @@ class HybridEncryption:
         )
         state = HybridState(keyring, sessions, settings, clock=self._clock)
         limiter_storage = self._limiter_storage(config, store_url)
+        # a hung Redis must not hang the handshake: the same bounded wait as the store
+        # (Flask-Limiter annotates int values; redis-py takes float seconds)
+        limiter_options: dict[str, Any] = {}
+        if limiter_storage.split("://", 1)[0].lower() in REDIS_SCHEMES:
+            limiter_options = {
+                "socket_timeout": store_timeout,
+                "socket_connect_timeout": store_timeout,
+            }
         limiter = Limiter(
             get_remote_address,
             app=app,
             storage_uri=limiter_storage,
-            # a hung Redis must not hang the handshake: the same bounded wait as the store
-            storage_options=(
-                {"socket_timeout": store_timeout, "socket_connect_timeout": store_timeout}
-                if limiter_storage.split("://", 1)[0].lower() in REDIS_SCHEMES
-                else {}
-            ),
+            storage_options=limiter_options,
             default_limits=[],
             swallow_errors=True,  # a limiter outage must not take the handshake down
             key_prefix="flask-hybrid",
