@@ -1,0 +1,778 @@
+// The flask-hybrid demo page. Everything goes through the browser module's public API
+// (HybridClient.connect / fetch / close, onExchange, beforeSend, lastExchange); this file does no
+// cryptography itself: it only encodes, decodes and displays what the module sent and received.
+
+import {
+  HybridClient,
+  HybridError,
+  b64decode,
+  b64encode,
+  b64urlDecode,
+  b64urlEncode,
+  utf8Decode,
+  utf8Encode,
+} from "flask-hybrid";
+
+const $ = (selector) => document.querySelector(selector);
+
+const PREFIX = document.body.dataset.hybridPrefix || "/hybrid";
+const ENDPOINT = document.body.dataset.endpoint || "/api/echo";
+
+const FORMATS = {
+  jwe: { letter: "J", name: "JWE compact" },
+  session: { letter: "S", name: "Session" },
+  envelope: { letter: "E", name: "Envelope" },
+};
+
+const SAMPLE_ORDER = {
+  poNumber: "PO-2024-0187",
+  issued: "2024-05-14",
+  customer: {
+    id: "CUST-40213",
+    name: "Northwind Clinical Supplies GmbH",
+    contact: "Dr. Hanna Vogel",
+    email: "h.vogel@northwind-clinical.example",
+    vatId: "DE284519736",
+  },
+  shipTo: { street: "Lindenstraße 18", city: "Freiburg im Breisgau", postalCode: "79098", country: "DE" },
+  currency: "EUR",
+  lines: [
+    { sku: "NW-ECG-12L", description: "12-lead ECG monitor, model 3", qty: 2, unitPrice: 4890.0, total: 9780.0 },
+    { sku: "NW-SPO2-10", description: "Pulse oximeter finger clip, pack of 10", qty: 15, unitPrice: 189.5, total: 2842.5 },
+    { sku: "NW-INF-VP", description: "Volumetric infusion pump", qty: 4, unitPrice: 2315.0, total: 9260.0 },
+    { sku: "NW-SVC-3Y", description: "Three-year on-site service plan", qty: 1, unitPrice: 3600.0, total: 3600.0 },
+  ],
+  subtotal: 25482.5,
+  taxRate: 0.19,
+  tax: 4841.68,
+  total: 30324.18,
+  paymentTerms: "Net 30",
+};
+
+const STATUS_TEXT = {
+  200: "OK",
+  201: "Created",
+  204: "No Content",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  409: "Conflict",
+  413: "Payload Too Large",
+  415: "Unsupported Media Type",
+  429: "Too Many Requests",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+};
+
+const SIGNATURE_TEXT = {
+  valid: "valid",
+  absent: "absent",
+  "not-needed": "not needed (sealed: AEAD-authenticated)",
+  invalid: "INVALID",
+};
+
+// ---- State ------------------------------------------------------------------------------------
+
+let client = null;
+let tamperArmed = false; // the next request gets one ciphertext byte flipped (beforeSend)
+let lastTamper = null; // what the hook flipped in the request being sent
+let requestExchange = null; // the "request" ExchangeInfo of the fetch in flight
+let handshakeExchange = null;
+let busy = false;
+const exchanges = [];
+
+// ---- Small DOM helpers ------------------------------------------------------------------------
+
+function el(tag, className, ...children) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function placeholder(text) {
+  return el("p", "placeholder", text);
+}
+
+const byteLength = (text) => (text === null || text === undefined ? 0 : utf8Encode(text).length);
+const fmtBytes = (n) => `${n.toLocaleString("en-US")} B`;
+const statusLine = (status) => `${status} ${STATUS_TEXT[status] ?? ""}`.trim();
+
+function shorten(value, head = 44, tail = 12) {
+  return value.length > head + tail + 3 ? `${value.slice(0, head)}…${value.slice(-tail)}` : value;
+}
+
+/** JSON text with object members sorted, to compare two values whatever their key order. */
+function canonical(value) {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const keys = Object.keys(value).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonical(value[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+function tryJson(text) {
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch {
+    return { ok: false, value: undefined };
+  }
+}
+
+/**
+ * Pretty-printed, syntax-coloured JSON as DOM nodes (never innerHTML). `mark` highlights
+ * characters [start, end) of the string value of top-level member `mark.key`.
+ */
+function jsonFragment(value, mark = null) {
+  const frag = document.createDocumentFragment();
+  const put = (text, cls) => frag.append(cls ? el("span", cls, text) : text);
+  const walk = (v, depth, topKey) => {
+    const pad = "  ".repeat(depth);
+    if (Array.isArray(v)) {
+      if (v.length === 0) return put("[]", "j-punct");
+      put("[", "j-punct");
+      put("\n");
+      v.forEach((item, i) => {
+        put(pad + "  ");
+        walk(item, depth + 1, null);
+        put(i < v.length - 1 ? ",\n" : "\n");
+      });
+      put(pad);
+      return put("]", "j-punct");
+    }
+    if (v !== null && typeof v === "object") {
+      const entries = Object.entries(v);
+      if (entries.length === 0) return put("{}", "j-punct");
+      put("{", "j-punct");
+      put("\n");
+      entries.forEach(([k, item], i) => {
+        put(pad + "  ");
+        put(JSON.stringify(k), "j-key");
+        put(": ");
+        walk(item, depth + 1, depth === 0 ? k : null);
+        put(i < entries.length - 1 ? ",\n" : "\n");
+      });
+      put(pad);
+      return put("}", "j-punct");
+    }
+    if (typeof v === "string") {
+      const s = JSON.stringify(v);
+      if (mark && topKey === mark.key) {
+        const a = mark.start + 1;
+        const b = Math.min(mark.end + 1, s.length - 1);
+        put(s.slice(0, a), "j-str");
+        frag.append(el("mark", "flip", s.slice(a, b)));
+        return put(s.slice(b), "j-str");
+      }
+      return put(s, "j-str");
+    }
+    if (typeof v === "number") return put(String(v), "j-num");
+    if (typeof v === "boolean") return put(String(v), "j-bool");
+    return put("null", "j-null");
+  };
+  walk(value, 0, null);
+  return frag;
+}
+
+function codeBlock(content, extra = "") {
+  const pre = el("pre", `code ${extra}`.trim());
+  pre.append(content);
+  return pre;
+}
+
+function rawDetails(text, label, { jwe = false } = {}) {
+  let content = text;
+  if (jwe) {
+    // A JWE compact, its five segments coloured as above (the text is unchanged).
+    content = document.createDocumentFragment();
+    text.split(".").forEach((part, i) => {
+      if (i > 0) content.append(el("span", "dot", "."));
+      content.append(el("span", `seg-${i}`, part));
+    });
+  }
+  return el(
+    "details",
+    "raw",
+    el("summary", null, `${label} (${fmtBytes(byteLength(text))})`),
+    codeBlock(content, "code-raw"),
+  );
+}
+
+function headerList(headers, names = null) {
+  const dl = el("dl", "headers");
+  const keys = names ? names.filter((n) => n in headers) : Object.keys(headers).sort();
+  for (const name of keys) {
+    let value = headers[name];
+    const full = value;
+    if (name === "authorization") value = `Bearer ${shorten(value.replace(/^Bearer\s+/i, ""), 24, 8)}`;
+    else value = shorten(value, 52, 10);
+    const dd = el("dd", null, value);
+    if (value !== full) dd.title = full;
+    dl.append(el("div", null, el("dt", null, name), dd));
+  }
+  return dl;
+}
+
+// ---- Wire rendering ---------------------------------------------------------------------------
+
+const JWE_REQUEST_SEGMENTS = [
+  ["Protected header", "authenticated as AAD: method, path, time and one-time id are bound to the ciphertext"],
+  ["Encrypted key", "the AES-256 content key, RSA-OAEP-256-wrapped to the server's identity key"],
+  ["Initialization vector", "12 random bytes"],
+  ["Ciphertext", "the request body, AES-256-GCM"],
+  ["Authentication tag", "changing any byte of header, IV or ciphertext breaks it"],
+];
+const JWE_RESPONSE_SEGMENTS = [
+  ["Protected header", "status and content type, bound to the request's jti (req)"],
+  ["Encrypted key", "empty: alg \"dir\" seals the answer under the request's own content key"],
+  ["Initialization vector", "12 fresh random bytes"],
+  ["Ciphertext", "the view's answer, AES-256-GCM"],
+  ["Authentication tag", "checked before the page reads a single byte"],
+];
+
+function decodedLength(segment) {
+  try {
+    return b64urlDecode(segment).length;
+  } catch {
+    return null;
+  }
+}
+
+/** A JWE compact split into its five segments, the protected header decoded. */
+function jweView(compact, labels, mark = null) {
+  const parts = compact.split(".");
+  if (parts.length !== 5) return codeBlock(compact, "code-raw");
+  const list = el("ol", "jwe");
+  parts.forEach((part, i) => {
+    const [title, note] = labels[i];
+    const n = decodedLength(part);
+    const meta = part === "" ? "empty" : n === null ? `${part.length} chars` : fmtBytes(n);
+    const value = el("code", "seg-value");
+    if (part === "") value.append(el("span", "seg-empty", "(empty)"));
+    else if (mark && mark.segment === i) {
+      value.append(part.slice(0, mark.start), el("mark", "flip", part.slice(mark.start, mark.end)), part.slice(mark.end));
+    } else value.append(part);
+    const item = el(
+      "li",
+      `seg seg-${i}`,
+      el("div", "seg-head", el("span", "seg-title", `${i + 1} · ${title}`), el("span", "seg-meta", meta)),
+      el("div", "seg-note", note),
+      value,
+    );
+    if (i === 0) {
+      try {
+        const header = JSON.parse(utf8Decode(b64urlDecode(part)));
+        item.append(el("div", "seg-decoded-label", "decoded"), codeBlock(jsonFragment(header), "code-header"));
+      } catch {
+        item.append(el("div", "seg-note", "(not decodable)"));
+      }
+    }
+    list.append(item);
+  });
+  return list;
+}
+
+const ENVELOPE_NOTES = {
+  session: [
+    ["encryptedAesKey", "AES-256 content key, RSA-OAEP-256-wrapped to this session's own public key"],
+    ["encryptedData", "the request body, AES-256-GCM"],
+    ["iv", "12 random bytes"],
+    ["authTag", "16-byte GCM tag"],
+  ],
+  envelope: [
+    ["alg", "key wrapping + content encryption"],
+    ["ek", "the content key wrapped to the server's identity key"],
+    ["iv", "12 random bytes"],
+    ["ct", "the request body, AES-256-GCM, followed by its 16-byte tag"],
+    ["kid", "which identity key to unwrap with"],
+  ],
+};
+
+const EK_NOTES = {
+  "RSA+AES-GCM": "JSEncrypt's RSA PKCS#1 v1.5 encryption of base64(content key), to the server's identity key",
+  "RSA-OAEP-256+AES-GCM": "Web Crypto's RSA-OAEP-256 encryption of the raw 32-byte content key, to the server's identity key",
+};
+
+function legend(notes, present) {
+  const ul = el("ul", "legend");
+  for (const [key, note] of notes) {
+    if (!(key in present)) continue;
+    const text = key === "ek" ? (EK_NOTES[present.alg] ?? note) : note;
+    ul.append(el("li", null, el("code", null, key), ` ${text}`));
+  }
+  return ul;
+}
+
+function renderWireRequest(ex) {
+  const box = $("#wire-request");
+  box.replaceChildren();
+  const path = new URL(ex.url).pathname + new URL(ex.url).search;
+  box.append(
+    el(
+      "div",
+      "wire-line",
+      el("span", "method", ex.method),
+      el("span", "wire-url", path),
+      el("span", "wire-meta", ex.requestBody === null ? "no body" : fmtBytes(byteLength(ex.requestBody))),
+    ),
+    headerList(ex.requestHeaders),
+  );
+  if (ex.requestBody === null) return;
+  const tamper = lastTamper;
+  if (tamper) {
+    box.append(
+      el(
+        "p",
+        "tamper-note",
+        el("strong", null, "Tampered in transit: "),
+        `byte ${tamper.index} of ${tamper.field} flipped (0x${hex(tamper.before)} → 0x${hex(tamper.after)}), highlighted below.`,
+      ),
+    );
+  }
+  if (ex.format === "jwe") {
+    box.append(
+      jweView(ex.requestBody, JWE_REQUEST_SEGMENTS, tamper && { segment: 3, start: tamper.start, end: tamper.end }),
+      rawDetails(ex.requestBody, "Exact body as sent", { jwe: true }),
+    );
+    return;
+  }
+  const parsed = tryJson(ex.requestBody);
+  if (!parsed.ok) {
+    box.append(codeBlock(ex.requestBody, "code-raw"));
+    return;
+  }
+  box.append(
+    codeBlock(jsonFragment(parsed.value, tamper && { key: tamper.field, start: tamper.start, end: tamper.end })),
+    legend(ENVELOPE_NOTES[ex.format], parsed.value),
+    rawDetails(ex.requestBody, "Exact body as sent"),
+  );
+}
+
+const RESPONSE_HEADER_ORDER = [
+  "content-type",
+  "content-length",
+  "x-encryption-enabled",
+  "x-plaintext-content-type",
+  "x-response-signature",
+  "x-response-signature-kid",
+  "retry-after",
+];
+
+function renderWireResponse(ex, refusal) {
+  const box = $("#wire-response");
+  box.replaceChildren();
+  const type = ex.responseHeaders["content-type"] ?? "";
+  box.append(
+    el(
+      "div",
+      "wire-line",
+      el("span", `status-code ${ex.status >= 400 ? "is-bad" : "is-ok"}`, String(ex.status)),
+      el("span", "wire-url", STATUS_TEXT[ex.status] ?? ""),
+      el("span", "wire-meta", fmtBytes(byteLength(ex.responseBody))),
+    ),
+    headerList(ex.responseHeaders, RESPONSE_HEADER_ORDER),
+  );
+  if (refusal) {
+    box.append(
+      el(
+        "p",
+        "wire-explain is-refusal",
+        "A refusal by flask-hybrid itself: plain JSON, the same bytes for every cause, no request data, signed by the server.",
+      ),
+      codeBlock(ex.responseBody, "code-raw code-refusal"),
+    );
+    return;
+  }
+  if (/^application\/jose/i.test(type)) {
+    box.append(
+      jweView(ex.responseBody, JWE_RESPONSE_SEGMENTS),
+      rawDetails(ex.responseBody, "Exact body as received", { jwe: true }),
+    );
+    return;
+  }
+  const parsed = tryJson(ex.responseBody);
+  if (!ex.sealed) {
+    box.append(
+      el(
+        "p",
+        "wire-explain is-clear",
+        "Not sealed: this answer travels in clear. Its signature proves it came from the server, but anyone on the path can read it.",
+      ),
+    );
+  }
+  if (parsed.ok) {
+    box.append(codeBlock(jsonFragment(parsed.value)), rawDetails(ex.responseBody, "Exact body as received"));
+  } else {
+    box.append(codeBlock(ex.responseBody || "(empty)", "code-raw"));
+  }
+}
+
+// ---- App panel --------------------------------------------------------------------------------
+
+function prettyInto(pre, text) {
+  pre.replaceChildren();
+  const parsed = tryJson(text);
+  pre.append(parsed.ok ? jsonFragment(parsed.value) : text);
+}
+
+function renderApp(ex, answerText, refused) {
+  const received = $("#app-received");
+  const answer = $("#app-answer");
+  const check = $("#echo-check");
+  check.hidden = true;
+  if (refused) {
+    $("#app-answer-note").textContent = "";
+    received.replaceChildren(
+      el(
+        "span",
+        "app-nothing",
+        "Nothing. flask-hybrid refused the request before the view ran; the view never saw a byte of it.",
+      ),
+    );
+    answer.replaceChildren(el("span", "app-nothing", "No answer from the view: the refusal came from flask-hybrid (see the wire panel)."));
+    return;
+  }
+  $("#app-answer-note").textContent = ex.sealed ? "decrypted by this page" : "as received: it was not sealed";
+  prettyInto(received, ex.requestPlaintext ?? "");
+  prettyInto(answer, answerText);
+  const sent = tryJson(ex.requestPlaintext ?? "");
+  const echoed = tryJson(answerText);
+  if (sent.ok && echoed.ok && echoed.value && typeof echoed.value === "object" && "received" in echoed.value) {
+    const same = canonical(echoed.value.received) === canonical(sent.value); // Flask sorts keys
+    check.hidden = false;
+    check.className = `check-line ${same ? "is-ok" : "is-bad"}`;
+    check.textContent = same
+      ? "✓ The view echoed back exactly this body: it received the order in clear, unchanged."
+      : "✗ The view echoed back something else than what the page encrypted.";
+  }
+}
+
+// ---- Summary ----------------------------------------------------------------------------------
+
+function setBadge(id, value, text, tone) {
+  const badge = $(id);
+  badge.dataset.value = value;
+  badge.className = `badge ${tone ? `tone-${tone}` : ""}`.trim();
+  badge.textContent = text;
+}
+
+function renderSummary(ex, { elapsed, refused, errorCode }) {
+  setBadge("#status", String(ex.status), statusLine(ex.status), ex.status >= 400 ? "bad" : "ok");
+  const signature = errorCode === "invalid_signature" ? "invalid" : ex.signature;
+  const tone = { valid: "ok", "not-needed": "info", absent: "neutral", invalid: "bad" }[signature];
+  setBadge("#signature", signature, SIGNATURE_TEXT[signature] ?? signature, tone);
+  const kid = ex.responseHeaders["x-response-signature-kid"];
+  $("#signature-detail").textContent =
+    signature === "valid"
+      ? `RSASSA-PKCS1-v1_5 SHA-256${kid ? ` · kid ${shorten(kid, 10, 4)}` : ""}`
+      : signature === "not-needed"
+        ? "AES-GCM tag verified"
+        : "";
+  if (refused) setBadge("#sealed", "refusal", "refusal (plain JSON)", "bad");
+  else if (ex.sealed) setBadge("#sealed", "sealed", "sealed (AES-256-GCM)", "ok");
+  else setBadge("#sealed", "clear", "in clear (signed only)", "warn");
+  $("#timing").textContent = `${Math.round(elapsed)} ms`;
+  $("#sizes").textContent =
+    ex.requestPlaintext === null
+      ? ""
+      : `plaintext ${fmtBytes(byteLength(ex.requestPlaintext))} → wire ${fmtBytes(byteLength(ex.requestBody))}`;
+}
+
+function clearError() {
+  const box = $("#error");
+  box.hidden = true;
+  box.replaceChildren();
+  box.className = "alert";
+}
+
+function showError(title, lines = [], body = null, tone = "bad") {
+  const box = $("#error");
+  box.className = `alert alert-${tone}`;
+  box.replaceChildren(el("strong", "alert-title", title));
+  for (const line of lines) box.append(el("p", null, line));
+  if (body !== null) box.append(el("div", "alert-label", "Exact response body"), codeBlock(body, "code-raw code-refusal"));
+  box.hidden = false;
+}
+
+function describeFailure(err) {
+  if (err instanceof HybridError) return `${err.code}: ${err.message}`;
+  return `${err && err.name ? err.name : "Error"}: ${err && err.message ? err.message : err}`;
+}
+
+// ---- Exchange log -----------------------------------------------------------------------------
+
+function recordExchange(ex) {
+  if (ex.kind === "request") requestExchange = ex;
+  if (ex.kind === "handshake") handshakeExchange = ex;
+  exchanges.push({ ex, at: new Date() });
+  const tbody = $("#log tbody");
+  tbody.querySelector("tr.empty")?.remove();
+  const url = new URL(ex.url);
+  const outcome = ex.error ? `${ex.error.code}` : ex.kind === "close" ? "session ended" : "ok";
+  const row = el(
+    "tr",
+    ex.error ? "is-bad" : null,
+    el("td", "num", String(exchanges.length)),
+    el("td", "mono", exchanges.at(-1).at.toLocaleTimeString("en-GB")),
+    el("td", null, ex.kind),
+    el("td", null, FORMATS[ex.format].letter),
+    el("td", "mono", `${ex.method} ${url.pathname}`),
+    el("td", "mono", String(ex.status)),
+    el("td", null, ex.sealed ? "sealed" : ex.status === 204 ? "empty" : ex.error ? "refusal" : "clear"),
+    el("td", null, SIGNATURE_TEXT[ex.signature] ?? ex.signature),
+    el("td", ex.error ? "outcome-bad" : "outcome-ok", outcome),
+  );
+  tbody.prepend(row);
+  while (tbody.rows.length > 25) tbody.deleteRow(-1);
+}
+
+// ---- Tampering (beforeSend) -------------------------------------------------------------------
+
+const hex = (n) => n.toString(16).padStart(2, "0");
+
+/**
+ * Flip (XOR 0xff) one byte of `bytes[0..limit)`: byte 40, or the middle one of a shorter text, so
+ * that the change shows in the first lines of the panel. Returns the copy and what changed.
+ */
+function flipOneByte(bytes, limit = bytes.length) {
+  const copy = bytes.slice();
+  const index = Math.min(40, Math.floor(limit / 2));
+  const before = copy[index];
+  copy[index] ^= 0xff;
+  // In base64 (either alphabet), byte i lives in the 4 characters of group floor(i / 3).
+  const start = Math.floor(index / 3) * 4;
+  return { copy, index, before, after: copy[index], start, end: start + 4 };
+}
+
+/** beforeSend: when armed, flip one byte of the ciphertext of the request about to be sent. */
+function beforeSend(wire) {
+  lastTamper = null;
+  if (!tamperArmed || typeof wire.body !== "string") return;
+  tamperArmed = false;
+  const format = client.format;
+  if (format === "jwe") {
+    const parts = wire.body.split(".");
+    const flip = flipOneByte(b64urlDecode(parts[3]));
+    parts[3] = b64urlEncode(flip.copy);
+    wire.body = parts.join(".");
+    lastTamper = { ...flip, field: "the ciphertext segment" };
+    return;
+  }
+  const envelope = JSON.parse(wire.body);
+  const field = format === "session" ? "encryptedData" : "ct";
+  const bytes = b64decode(envelope[field]);
+  // format E: ct = ciphertext || 16-byte tag; flip a byte of the ciphertext part
+  const flip = flipOneByte(bytes, format === "envelope" ? bytes.length - 16 : bytes.length);
+  envelope[field] = b64encode(flip.copy);
+  wire.body = JSON.stringify(envelope);
+  lastTamper = { ...flip, field, key: field };
+}
+
+// ---- Connect / send ---------------------------------------------------------------------------
+
+function options() {
+  return {
+    format: document.querySelector('input[name="format"]:checked').value,
+    wrap: document.querySelector('input[name="wrap"]:checked').value,
+    seal: $("#seal-response").checked,
+  };
+}
+
+function setConnection(state, text) {
+  const node = $("#connection-state");
+  node.dataset.state = state;
+  node.textContent = text;
+}
+
+function setBusy(value) {
+  busy = value;
+  $("#connect").disabled = value;
+  $("#send").disabled = value || client === null;
+}
+
+function resetConnectionFacts() {
+  $("#conn-format").textContent = "—";
+  $("#kid").textContent = "—";
+  $("#kid").title = "";
+  $("#session-id").textContent = "—";
+  $("#handshake").textContent = "—";
+}
+
+async function disconnect() {
+  const old = client;
+  client = null;
+  handshakeExchange = null;
+  $("#send").disabled = true;
+  $("#connect").textContent = "Connect";
+  resetConnectionFacts();
+  setConnection("disconnected", "Not connected");
+  if (old) {
+    try {
+      await old.close(); // format S: DELETE the session; J and E: forget a reused key
+    } catch {
+      // the session may already be gone; nothing to tell the user
+    }
+  }
+}
+
+function describeKeyExchange(c, opts) {
+  if (c.format === "session") {
+    const h = handshakeExchange;
+    if (!h) return "handshake";
+    return `POST ${new URL(h.url).pathname} → ${h.status}, signature ${SIGNATURE_TEXT[h.signature]}; per-session RSA-2048 key`;
+  }
+  if (c.format === "jwe") return `GET ${PREFIX}/jwks.json; each request wraps a fresh AES-256 key with RSA-OAEP-256`;
+  const wrap = opts.wrap === "jsencrypt" ? "JSEncrypt PKCS#1 v1.5" : "Web Crypto RSA-OAEP-256";
+  return `GET ${PREFIX}/public-key; ${wrap}; response ${opts.seal ? "sealed" : "in clear, signed"}`;
+}
+
+async function connect() {
+  if (busy) return;
+  const opts = options();
+  setBusy(true);
+  clearError();
+  setConnection("connecting", "Connecting…");
+  await disconnect();
+  setConnection("connecting", "Connecting…");
+  const config = { format: opts.format, prefix: PREFIX, onExchange: recordExchange, beforeSend };
+  if (opts.format === "envelope") {
+    config.encryptResponse = opts.seal;
+    if (opts.wrap === "jsencrypt") {
+      if (typeof window.JSEncrypt !== "function") {
+        setConnection("error", "Connection failed");
+        showError("JSEncrypt is not loaded", ["/static/vendor/jsencrypt.min.js did not load; choose Web Crypto OAEP instead."]);
+        setBusy(false);
+        return;
+      }
+      config.jsencrypt = new window.JSEncrypt();
+    }
+  }
+  try {
+    client = await HybridClient.connect(config);
+  } catch (err) {
+    client = null;
+    setConnection("error", "Connection failed");
+    showError("Could not connect", [describeFailure(err)]);
+    setBusy(false);
+    return;
+  }
+  const info = FORMATS[client.format];
+  $("#conn-format").textContent = `${info.letter} · ${info.name}`;
+  $("#kid").textContent = client.kid ? shorten(client.kid, 22, 6) : "—";
+  $("#kid").title = client.kid ?? "";
+  $("#session-id").textContent = client.sessionId ?? (client.format === "session" ? "—" : "none (stateless)");
+  $("#handshake").textContent = describeKeyExchange(client, opts);
+  setConnection("connected", `Connected · format ${info.letter}`);
+  $("#connect").textContent = "Reconnect";
+  setBusy(false);
+}
+
+function finish(state) {
+  const result = $("#result");
+  result.dataset.state = state;
+  result.dataset.seq = String(Number(result.dataset.seq) + 1);
+  setBusy(false);
+}
+
+async function send() {
+  if (busy || !client) return;
+  clearError();
+  const parsed = tryJson($("#order").value);
+  if (!parsed.ok) {
+    showError("The request body is not valid JSON", ["Fix the purchase order, or press “Reset order”."]);
+    finish("invalid");
+    return;
+  }
+  setBusy(true);
+  $("#result").dataset.state = "busy";
+  tamperArmed = $("#tamper").checked;
+  const tampered = tamperArmed;
+  requestExchange = null;
+  lastTamper = null;
+  const started = performance.now();
+  let response = null;
+  let failure = null;
+  try {
+    response = await client.fetch(ENDPOINT, { method: "POST", body: JSON.stringify(parsed.value) });
+  } catch (err) {
+    failure = err;
+  }
+  const elapsed = performance.now() - started;
+  tamperArmed = false;
+  $("#tamper").checked = false; // "tamper with next request": one request only
+  const ex = requestExchange ?? client.lastExchange;
+
+  if (!ex || ex.kind !== "request") {
+    showError("The request could not be sent", [describeFailure(failure)]);
+    finish("error");
+    return;
+  }
+  const refused = failure instanceof HybridError && ex.error !== null && failure.status >= 400;
+  renderWireRequest(ex);
+  renderWireResponse(ex, refused && !ex.sealed);
+  renderSummary(ex, { elapsed, refused, errorCode: failure instanceof HybridError ? failure.code : null });
+
+  if (response) {
+    renderApp(ex, await response.text(), false);
+    finish("ok");
+    return;
+  }
+  renderApp(ex, "", true);
+  if (refused) {
+    const signed = ex.signature === "valid";
+    const lines = [
+      `${failure.message}`,
+      signed
+        ? "The refusal was signed (X-Response-Signature verified against the server's identity key): the page knows it really came from the server, not from something on the path."
+        : "The refusal carried no signature.",
+    ];
+    if (tampered && lastTamper) {
+      lines.unshift(
+        `You flipped byte ${lastTamper.index} of ${lastTamper.field}. AES-GCM's authentication tag no longer matches, so the server refused the request before the view ran.`,
+      );
+    }
+    showError(`Refused by the server: ${statusLine(ex.status)} · ${failure.code}`, lines, ex.responseBody);
+    finish("refused");
+    return;
+  }
+  showError("The page rejected the response", [describeFailure(failure)]);
+  finish("error");
+}
+
+// ---- Wiring -----------------------------------------------------------------------------------
+
+function resetOrder() {
+  $("#order").value = JSON.stringify(SAMPLE_ORDER, null, 2);
+}
+
+function syncFormatOptions() {
+  $("#envelope-options").hidden = options().format !== "envelope";
+}
+
+function init() {
+  resetOrder();
+  syncFormatOptions();
+  for (const input of document.querySelectorAll('input[name="format"], input[name="wrap"]')) {
+    input.addEventListener("change", () => {
+      syncFormatOptions();
+      if (client) disconnect(); // a different format or key wrapping needs a new connection
+    });
+  }
+  $("#seal-response").addEventListener("change", () => {
+    if (client && client.format === "envelope") {
+      client.encryptResponse = $("#seal-response").checked; // takes effect on the next request
+      $("#handshake").textContent = describeKeyExchange(client, options());
+    }
+  });
+  $("#connect").addEventListener("click", connect);
+  $("#send").addEventListener("click", send);
+  $("#reset-order").addEventListener("click", resetOrder);
+  document.body.dataset.ready = "true";
+}
+
+init();
