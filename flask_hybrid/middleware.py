@@ -165,29 +165,25 @@ class HybridMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         settings = self.state.settings
-        kind = _detect(environ)
-        handshake = environ.get("PATH_INFO") == settings.handshake_path
-        signing = settings.sign_responses
-        if kind is None:
-            if signing == "all" or (signing == "unsealed" and handshake):
-                return self._respond(environ, start_response, None, sign_all=True)
-            return self.app(environ, start_response)
-        try:
-            encrypted = self._open(environ, kind)
-        except HybridError as error:
-            logger.info("flask-hybrid refused a request: %s", error.code)
-            return self._refuse(error, start_response, sign_it=signing != "none")
-        except Exception as error:  # a bug must not become a 5xx or leak through a trace
-            logger.error("flask-hybrid failed on a request: %s", type(error).__name__)
-            return self._refuse(InvalidPayload(), start_response, sign_it=signing != "none")
-        if encrypted is None:  # marked encrypted, but nothing to decrypt: a plain request
-            return self._respond(environ, start_response, None, sign_all=signing == "all")
-        return self._respond(
-            environ,
-            start_response,
-            encrypted,
-            sign_all=signing == "all" or (signing == "unsealed" and handshake),
+        policy = settings.sign_responses
+        # Every response under "all"; handshake answers under "unsealed" (sealed ones too).
+        sign_all = policy == "all" or (
+            policy == "unsealed" and environ.get("PATH_INFO") == settings.handshake_path
         )
+        kind = _detect(environ)
+        encrypted = None
+        if kind is not None:
+            try:
+                encrypted = self._open(environ, kind)
+            except HybridError as error:
+                logger.info("flask-hybrid refused a request: %s", error.code)
+                return self._refuse(error, start_response, sign_it=policy != "none")
+            except Exception as error:  # a bug must not become a 5xx or leak through a trace
+                logger.error("flask-hybrid failed on a request: %s", type(error).__name__)
+                return self._refuse(InvalidPayload(), start_response, sign_it=policy != "none")
+        if encrypted is None and not sign_all:  # a plain request: nothing to do
+            return self.app(environ, start_response)
+        return self._respond(environ, start_response, encrypted, sign_all=sign_all)
 
     # -- request ---------------------------------------------------------------------------
     def _open(self, environ: WSGIEnvironment, kind: str) -> EncryptedRequest | None:
