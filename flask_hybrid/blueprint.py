@@ -22,7 +22,7 @@ from .errors import (
     RateLimited,
     error_body,
 )
-from .middleware import ENVIRON_KEY, EncryptedRequest
+from .middleware import ENVIRON_KEY, EncryptedRequest, bearer_token
 from .state import HybridState
 
 if TYPE_CHECKING:
@@ -85,10 +85,11 @@ def create_blueprint(
         return _json_response(state.keyring.jwks())
 
     def handshake() -> Response:
-        if (request.content_length or 0) > _MAX_HANDSHAKE_BODY:
+        raw_body = request.stream.read(_MAX_HANDSHAKE_BODY + 1)  # capped, chunked or not
+        if len(raw_body) > _MAX_HANDSHAKE_BODY:
             raise PayloadTooLarge
         encrypted: EncryptedRequest | None = request.environ.get(ENVIRON_KEY)
-        body = loads_json_object(request.get_data(cache=False))
+        body = loads_json_object(raw_body)
         ip_address = request.remote_addr or ""
         if encrypted is not None:
             if encrypted.format != "J" or encrypted.session_id is not None:
@@ -111,9 +112,7 @@ def create_blueprint(
 
     @blueprint.delete("/session")
     def end_session() -> Response:
-        token = request.headers.get("Authorization", "").partition(" ")
-        bearer = token[2].strip() if token[0].lower() == "bearer" else None
-        state.sessions.end(bearer, request.remote_addr)
+        state.sessions.end(bearer_token(request.environ), request.remote_addr)
         return Response(status=204)
 
     @blueprint.before_app_request

@@ -90,7 +90,8 @@ def request_target(environ: WSGIEnvironment) -> str:
     return quote(path, safe="/;=,:@!$&'()*+~-._") + (f"?{query}" if query else "")
 
 
-def _bearer_token(environ: WSGIEnvironment) -> str | None:
+def bearer_token(environ: WSGIEnvironment) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if there is one."""
     scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
@@ -214,7 +215,7 @@ class HybridMiddleware:
 
     def _live_session(self, environ: WSGIEnvironment) -> LiveSession:
         return self.state.sessions.verify(
-            _bearer_token(environ), environ.get("HTTP_X_DEVICE_ID"), environ.get("REMOTE_ADDR")
+            bearer_token(environ), environ.get("HTTP_X_DEVICE_ID"), environ.get("REMOTE_ADDR")
         )
 
     def _open_json_envelope(
@@ -281,7 +282,7 @@ class HybridMiddleware:
         identity_key = self.state.keyring.get(kid)
         if identity_key is not None:
             return kid, identity_key.private_key, None
-        if _bearer_token(environ) is not None:
+        if bearer_token(environ) is not None:
             session = self._live_session(environ)
             if session.session_id != kid:
                 raise InvalidSession

@@ -562,3 +562,19 @@ def test_limiter_storage_shares_the_store_redis_with_a_bounded_wait(
     limiter = next(iter(flask_app.extensions["limiter"]))
     assert limiter._storage_uri == redis_url
     assert limiter._storage_options["socket_timeout"] == 0.5
+
+
+def test_handshake_body_is_capped(app: Flask) -> None:
+    big = {"aesKey": b64encode(aead.new_cek()), "deviceId": "d", "pad": "x" * 20_000}
+    assert_refused(app.test_client().post("/hybrid/session", json=big), PayloadTooLarge)
+    for bad in (
+        {"aesKey": b64encode(b"short"), "deviceId": "d"},
+        {"aesKey": "", "deviceId": "d"},
+        {"aesKey": b64encode(aead.new_cek()), "deviceId": "has space"},
+        {"aesKey": b64encode(aead.new_cek()), "deviceId": "x" * 129},
+    ):
+        assert_refused(app.test_client().post("/hybrid/session", json=bad), InvalidPayload)
+    plain_text = app.test_client().post(
+        "/hybrid/session", data='{"aesKey":"","deviceId":"d"}', content_type="text/plain"
+    )
+    assert_refused(plain_text, InvalidPayload)
