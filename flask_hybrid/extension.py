@@ -104,7 +104,7 @@ class HybridEncryption:
             storage_options=limiter_options,
             default_limits=[],
             swallow_errors=True,  # a limiter outage must not take the handshake down
-            key_prefix="flask-hybrid",
+            key_prefix=f"{config[ConfigVars.STORE_KEY_PREFIX]}ratelimit",  # apart per app
         )
         app.register_blueprint(
             create_blueprint(
