@@ -208,10 +208,16 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """A key prefix unique to the test; every key under it is deleted afterwards."""
+    """A key prefix unique to the test; every key under it is deleted afterwards.
+
+    That includes the handshake limiter's keys, which the ``limits`` library files under its
+    own ``LIMITS:LIMITER/`` prefix followed by the store prefix.
+    """
     prefix = f"flask-hybrid-test:{uuid4().hex}:"
     yield prefix
-    leftover = list(redis_client.scan_iter(match=escape_glob(prefix) + "*", count=500))
+    leftover: list[bytes] = []
+    for pattern in (prefix, f"LIMITS:LIMITER/{prefix}"):
+        leftover += redis_client.scan_iter(match=escape_glob(pattern) + "*", count=500)
     if leftover:
         redis_client.delete(*leftover)
 
