@@ -173,7 +173,7 @@ _REFUSALS: dict[str, type[HybridClientError]] = {
 _REFUSAL_STATUSES = {code: errors.ERRORS[code].status for code in _REFUSALS}
 
 
-# --- sans-I/O helpers (candidates for core/) ---------------------------------------------------
+# --- response helpers ---------------------------------------------------
 def _retry_after(value: str | None, now: float) -> float | None:
     """``Retry-After`` in seconds: delta-seconds or an HTTP date."""
     if not value:

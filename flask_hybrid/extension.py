@@ -21,7 +21,7 @@ from .middleware import HybridMiddleware
 from .sessions import KeyPool, SessionManager
 from .state import HybridState
 from .stores import SessionStore, store_from_url
-from .stores.base import REDIS_SCHEMES
+from .stores.base import is_redis_url
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -92,7 +92,7 @@ class HybridEncryption:
         # a hung Redis must not hang the handshake: the same bounded wait as the store
         # (Flask-Limiter annotates int values; redis-py takes float seconds)
         limiter_options: dict[str, Any] = {}
-        if limiter_storage.split("://", 1)[0].lower() in REDIS_SCHEMES:
+        if is_redis_url(limiter_storage):
             limiter_options = {
                 "socket_timeout": store_timeout,
                 "socket_connect_timeout": store_timeout,
@@ -147,8 +147,7 @@ class HybridEncryption:
         configured = config[ConfigVars.RATELIMIT_STORAGE_URL]
         if configured:
             return str(configured)
-        scheme = store_url.split("://", 1)[0].lower()
-        return store_url if scheme in REDIS_SCHEMES else "memory://"
+        return store_url if is_redis_url(store_url) else "memory://"
 
 
 def _pem_or_file(item: bytes | str | os.PathLike[str]) -> bytes:

@@ -63,6 +63,12 @@ def check_entry(value: bytes, ttl: int) -> None:
         raise ValueError("the TTL must be at least 1 second")
 
 
+def is_redis_url(url: str) -> bool:
+    """Whether ``url`` names a Redis server (the schemes :func:`store_from_url` sends there)."""
+    match = _SCHEME.match(url)
+    return match is not None and match.group(1) in REDIS_SCHEMES
+
+
 def store_from_url(url: str, *, key_prefix: str = "hybrid:", timeout: float = 0.5) -> SessionStore:
     """Build the store a URL names.
 
@@ -82,7 +88,7 @@ def store_from_url(url: str, *, key_prefix: str = "hybrid:", timeout: float = 0.
         from .memory import MemoryStore
 
         return MemoryStore(key_prefix=key_prefix)
-    if scheme in REDIS_SCHEMES:
+    if is_redis_url(url):
         from .redis import RedisStore
 
         return RedisStore(url, key_prefix=key_prefix, timeout=timeout)
