@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,9 +18,8 @@ from flask_hybrid.state import HybridState
 
 pytest_plugins = ["tests.redis_server"]
 
-VECTORS_DIR = Path(
-    os.environ.get("FH_VECTORS_DIR", Path(__file__).resolve().parents[2] / "shared" / "vectors")
-)
+#: The known-answer vectors, copied into the repository (see tests/vectors/README.md).
+VECTORS_DIR = Path(__file__).resolve().parent / "vectors"
 JWT_SECRET = "test-secret-" + "x" * 40
 
 

@@ -1,6 +1,6 @@
 """An independent test-side client of the flask-hybrid wire protocol (formats S, E and J).
 
-Written from ``/work/shared/PROTOCOL.md`` alone. It imports nothing from ``flask_hybrid``: the
+Written from ``docs/PROTOCOL.md`` alone. It imports nothing from ``flask_hybrid``: the
 point is to hold the server to the contract with a second implementation, not to run our own code
 on both ends.
 

@@ -48,9 +48,7 @@ from flask_hybrid.core.encoding import (
 from flask_hybrid.core.keyring import KeyRing, parse_jwks
 from flask_hybrid.errors import ERRORS, HybridError, InvalidSession, UnknownKey, error_body
 
-VECTORS_DIR = Path(
-    os.environ.get("FH_VECTORS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "vectors"
-)
+VECTORS_DIR = Path(__file__).resolve().parent / "vectors"
 FAKE = "http://fake.test"
 
 

@@ -1,4 +1,4 @@
-"""Known-answer vectors from ../shared/vectors: every valid one opens and seals to its bytes,
+"""Known-answer vectors from tests/vectors: every valid one opens and seals to its bytes,
 every invalid one is refused with its code -- in the core, and through the whole app."""
 
 from __future__ import annotations

@@ -76,6 +76,11 @@ class KeyRing:
     def current(self) -> IdentityKey:
         return self._keys[0]
 
+    @property
+    def signing(self) -> IdentityKey:
+        """The key that signs responses (``HYBRID_SIGNING_KEYS``; by default the current key)."""
+        return self._keys[0]
+
     def get(self, kid: str) -> IdentityKey | None:
         return self._by_kid.get(kid)
 

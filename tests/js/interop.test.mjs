@@ -31,7 +31,7 @@ const JSEncrypt = require("jsencrypt"); // its ESM entry does not load in Node; 
 
 const vectorsDir = process.env.FH_VECTORS_DIR
   ? pathToFileURL(process.env.FH_VECTORS_DIR.replace(/\/?$/, "/"))
-  : new URL("../../../shared/vectors/", import.meta.url);
+  : new URL("../vectors/", import.meta.url);
 const keys = JSON.parse(await readFile(new URL("keys.json", vectorsDir), "utf8"));
 const id1 = keys.identity_1;
 

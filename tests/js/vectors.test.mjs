@@ -36,7 +36,7 @@ const JSEncrypt = require("jsencrypt"); // its ESM entry does not load in Node; 
 
 const vectorsDir = process.env.FH_VECTORS_DIR
   ? pathToFileURL(process.env.FH_VECTORS_DIR.replace(/\/?$/, "/"))
-  : new URL("../../../shared/vectors/", import.meta.url);
+  : new URL("../vectors/", import.meta.url);
 const load = async (name) => JSON.parse(await readFile(new URL(name, vectorsDir), "utf8"));
 
 const keys = await load("keys.json");
