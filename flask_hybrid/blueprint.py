@@ -49,7 +49,7 @@ def require_encryption(view: F) -> F:
 
 def error_response(error: HybridError | type[HybridError]) -> Response:
     """The one response of each error code (the middleware builds the same bytes)."""
-    response = Response(error_body(error), error.status, content_type="application/json")
+    response = Response(error_body(error), error.code, content_type="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response
 

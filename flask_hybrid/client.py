@@ -100,35 +100,35 @@ class HybridClientError(requests.RequestException):
 
 
 class InvalidPayloadError(HybridClientError):
-    code = errors.InvalidPayload.code
+    code = errors.InvalidPayload.error
 
 
 class InvalidSessionError(HybridClientError):
-    code = errors.InvalidSession.code
+    code = errors.InvalidSession.error
 
 
 class UnknownKeyError(HybridClientError):
     """The server knows no such key, or the pinned kid is not among the server's keys."""
 
-    code = errors.UnknownKey.code
+    code = errors.UnknownKey.error
 
 
 class ReplayedRequestError(HybridClientError):
-    code = errors.ReplayedRequest.code
+    code = errors.ReplayedRequest.error
 
 
 class PayloadTooLargeError(HybridClientError):
-    code = errors.PayloadTooLarge.code
+    code = errors.PayloadTooLarge.error
 
 
 class EncryptionRequiredError(HybridClientError):
-    code = errors.EncryptionRequired.code
+    code = errors.EncryptionRequired.error
 
 
 class RateLimitedError(HybridClientError):
     """Over a rate limit; ``retry_after`` is in seconds (``None`` when the server said none)."""
 
-    code = errors.RateLimited.code
+    code = errors.RateLimited.error
 
     def __init__(
         self,
@@ -142,7 +142,7 @@ class RateLimitedError(HybridClientError):
 
 
 class StoreUnavailableError(HybridClientError):
-    code = errors.StoreUnavailable.code
+    code = errors.StoreUnavailable.error
 
 
 class SignatureError(HybridClientError):
@@ -170,7 +170,7 @@ _REFUSALS: dict[str, type[HybridClientError]] = {
         StoreUnavailableError,
     )
 }
-_REFUSAL_STATUSES = {code: errors.ERRORS[code].status for code in _REFUSALS}
+_REFUSAL_STATUSES = {code: errors.ERRORS[code].code for code in _REFUSALS}
 
 
 # --- response helpers ---------------------------------------------------

@@ -1,7 +1,11 @@
-"""The exception family and the error table of PROTOCOL.md.
+"""The exception family and the error table of PROTOCOL.md, framework-free.
 
-Every refusal flask-hybrid makes is one of these. The HTTP layer turns them into responses in
-one place (:func:`error_response_parts`), so each code always answers with the same bytes.
+Every refusal flask-hybrid makes is one of these. The attributes follow Werkzeug's
+``HTTPException`` (``code`` is the HTTP status, ``description`` the sentence sent), so that the
+HTTP layer can raise the same classes inside Flask as Werkzeug exceptions
+(:mod:`flask_hybrid.exceptions`), where the app's error handlers see them by class or by status.
+The answer is always the same bytes for a given ``error`` (:func:`error_body`); the ``reason``
+says which check failed, for logs and signals only.
 """
 
 from __future__ import annotations
@@ -10,15 +14,21 @@ import json
 
 
 class HybridError(Exception):
-    """Base class of every refusal; ``code`` and ``status`` come from the error table."""
+    """Base class of every refusal.
 
-    code: str = "invalid_payload"
-    status: int = 400
-    message: str = "The encrypted payload could not be processed."
+    :param reason: the fine-grained internal cause (``"tag_mismatch"``, ``"jti_seen"``, ...),
+        for logs and the ``request_refused`` signal. It never reaches the client.
+    """
 
-    def __init__(self) -> None:
-        # Bare on purpose: the cause of a refusal is never carried to the client or a log.
-        super().__init__(self.code)
+    code: int = 400
+    error: str = "invalid_payload"
+    description: str = "The encrypted payload could not be processed."
+    default_reason: str = "malformed"
+
+    def __init__(self, reason: str | None = None) -> None:
+        # The message is the table code only: the cause never travels in str(exception).
+        super().__init__(self.error)
+        self.reason = reason or self.default_reason
 
 
 class InvalidPayload(HybridError):
@@ -26,51 +36,64 @@ class InvalidPayload(HybridError):
 
 
 class InvalidSession(HybridError):
-    code = "invalid_session"
-    status = 401
-    message = "The session token is missing, invalid or expired."
+    code = 401
+    error = "invalid_session"
+    description = "The session token is missing, invalid or expired."
+    default_reason = "token_invalid"
 
 
 class UnknownKey(HybridError):
-    code = "unknown_key"
-    status = 401
-    message = "The key identifier is not known; fetch the server keys and retry."
+    code = 401
+    error = "unknown_key"
+    description = "The key identifier is not known; fetch the server keys and retry."
+    default_reason = "kid_unknown"
 
 
 class ReplayedRequest(HybridError):
-    code = "replayed_request"
-    status = 409
-    message = "The request was already seen, is outside the time window, or does not match."
+    code = 409
+    error = "replayed_request"
+    description = "The request was already seen, is outside the time window, or does not match."
+    default_reason = "binding_mismatch"
 
 
 class PayloadTooLarge(HybridError):
-    code = "payload_too_large"
-    status = 413
-    message = "The request body is too large."
+    code = 413
+    error = "payload_too_large"
+    description = "The request body is too large."
+    default_reason = "body_too_large"
 
 
 class EncryptionRequired(HybridError):
-    code = "encryption_required"
-    status = 415
-    message = "This endpoint accepts only encrypted requests."
+    code = 415
+    error = "encryption_required"
+    description = "This endpoint accepts only encrypted requests."
+    default_reason = "plaintext_request"
 
 
 class RateLimited(HybridError):
-    code = "rate_limited"
-    status = 429
-    message = "Too many requests; retry after the time given in Retry-After."
+    """Over a rate limit; ``retry_after`` is whole seconds for the ``Retry-After`` header."""
+
+    code = 429
+    error = "rate_limited"
+    description = "Too many requests; retry after the time given in Retry-After."
+    default_reason = "over_limit"
+
+    def __init__(self, reason: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(reason)
+        self.retry_after = max(1, int(retry_after))
 
 
 class StoreUnavailable(HybridError):
     """The session store could not be reached; raised by the stores for any driver error."""
 
-    code = "store_unavailable"
-    status = 503
-    message = "The session store is unavailable; retry shortly."
+    code = 503
+    error = "store_unavailable"
+    description = "The session store is unavailable; retry shortly."
+    default_reason = "store_down"
 
 
 ERRORS: dict[str, type[HybridError]] = {
-    cls.code: cls
+    cls.error: cls
     for cls in (
         InvalidPayload,
         InvalidSession,
@@ -87,5 +110,5 @@ ERRORS: dict[str, type[HybridError]] = {
 def error_body(error: HybridError | type[HybridError]) -> bytes:
     """The exact JSON bytes of a refusal: the same for every cause within a code."""
     return json.dumps(
-        {"error": error.code, "message": error.message}, separators=(",", ":")
+        {"error": error.error, "message": error.description}, separators=(",", ":")
     ).encode()

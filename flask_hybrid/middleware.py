@@ -177,7 +177,7 @@ class HybridMiddleware:
             try:
                 encrypted = self._open(environ, kind)
             except HybridError as error:
-                logger.info("flask-hybrid refused a request: %s", error.code)
+                logger.info("flask-hybrid refused a request: %s", error.error)
                 return self._refuse(error, start_response, sign_it=policy != "none")
             except Exception as error:  # a bug must not become a 5xx or leak through a trace
                 logger.error("flask-hybrid failed on a request: %s", type(error).__name__)
@@ -380,7 +380,7 @@ class HybridMiddleware:
         )
         if sign_it:
             self._sign(headers, body)
-        start_response(f"{error.status} {_REASONS[error.status]}", headers.to_wsgi_list())
+        start_response(f"{error.code} {_REASONS[error.code]}", headers.to_wsgi_list())
         return [body]
 
 

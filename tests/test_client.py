@@ -85,7 +85,7 @@ def refusal(code: str, *, signed: bool = True) -> tuple[int, dict[str, str], byt
     error = ERRORS[code]
     body = error_body(error)
     headers = {"Content-Type": "application/json", **(signed_headers(body) if signed else {})}
-    return error.status, headers, body
+    return error.code, headers, body
 
 
 # --- known-answer vectors ----------------------------------------------------------------------
@@ -268,7 +268,7 @@ class FakeServer(BaseAdapter):
             try:
                 answer = self.route(request)
             except HybridError as error:
-                answer = refusal(error.code)
+                answer = refusal(error.error)
         status, headers, body = answer
         return make_response(status, body, headers, request)
 

@@ -43,7 +43,7 @@ ECHO = b'{"order":1}'
 
 
 def assert_refused(response: Any, error: type, *, signed: bool = True) -> None:
-    assert response.status_code == error.status
+    assert response.status_code == error.code
     assert response.content_type == "application/json"
     assert response.data == error_body(error)
     assert ("X-Response-Signature" in response.headers) is signed

@@ -155,7 +155,7 @@ def _refusal_code(vector: dict[str, Any], keyring: KeyRing, session_key: rsa.Pri
             cek = jwe.unwrap_key(token, identity_key.private_key)
             formats.open_request(token, cek, allow_empty=False)
     except HybridError as error:
-        return error.code
+        return error.error
     return "accepted"
 
 
@@ -336,6 +336,6 @@ def test_app_refuses_invalid_vector(vector: dict[str, Any], vector_app: Flask) -
             headers={"Content-Type": "application/jose"},
         )
     error = ERRORS[vector["expect"]]
-    assert response.status_code == error.status
+    assert response.status_code == error.code
     assert response.data == error_body(error)
     assert response.headers["X-Response-Signature-Kid"] == KEYS["identity_1"]["kid"]
