@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from .sessions import KeyPool, SessionManager
     from .state import HybridState
 
+__version__ = "0.2.0.dev0"
+
 _LAZY = {
     "create_blueprint": ".blueprint",
     "require_encryption": ".blueprint",
@@ -78,6 +80,7 @@ __all__ = [
     "Settings",
     "StoreUnavailable",
     "UnknownKey",
+    "__version__",
     "create_blueprint",
     "require_encryption",
 ]
