@@ -126,7 +126,7 @@ class HybridEncryption:
             return [development_identity_key(app.instance_path)]
         if isinstance(configured, (str, bytes, os.PathLike)):
             configured = [configured]
-        return [_pem_or_file(item) for item in configured]
+        return [_pem_or_file(item, config_key=ConfigVars.IDENTITY_KEYS) for item in configured]
 
     def _jwt_secret_value(self, app: Flask, development: bool) -> bytes:
         secret = self._jwt_secret or app.config[ConfigVars.JWT_SECRET]
@@ -150,9 +150,18 @@ class HybridEncryption:
         return store_url if is_redis_url(store_url) else "memory://"
 
 
-def _pem_or_file(item: bytes | str | os.PathLike[str]) -> bytes:
+def _pem_or_file(item: bytes | str | os.PathLike[str], *, config_key: str) -> bytes:
+    """PEM text as given, or the bytes of the file it names; an unreadable file names the key."""
     if isinstance(item, bytes):
         return item
     if isinstance(item, str) and item.lstrip().startswith("-----BEGIN"):
         return item.encode("ascii")
-    return Path(item).read_bytes()
+    path = Path(item)
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        where = "" if path.is_absolute() else f" ({path.absolute()})"
+        raise RuntimeError(
+            f"flask-hybrid: {config_key} names the file {str(path)!r}{where}, which cannot be "
+            f"read: {error.strerror or error}"
+        ) from error
