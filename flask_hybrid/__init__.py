@@ -17,21 +17,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    EncryptionRequired,
-    HybridError,
-    InvalidPayload,
-    InvalidSession,
-    PayloadTooLarge,
-    RateLimited,
-    ReplayedRequest,
-    StoreUnavailable,
-    UnknownKey,
-)
-
 if TYPE_CHECKING:
-    from .blueprint import create_blueprint, require_encryption
+    from .blueprint import create_blueprint, get_encrypted_request, require_encryption
     from .config import ConfigVars, Settings
+    from .exceptions import (
+        EncryptionRequired,
+        HybridError,
+        InvalidPayload,
+        InvalidSession,
+        PayloadTooLarge,
+        RateLimited,
+        ReplayedRequest,
+        StoreUnavailable,
+        UnknownKey,
+    )
     from .extension import HybridEncryption
     from .middleware import ENVIRON_KEY, EncryptedRequest, HybridMiddleware
     from .sessions import KeyPool, SessionManager
@@ -41,9 +40,24 @@ __version__ = "0.2.0.dev0"
 
 _LAZY = {
     "create_blueprint": ".blueprint",
+    "get_encrypted_request": ".blueprint",
     "require_encryption": ".blueprint",
     "ConfigVars": ".config",
     "Settings": ".config",
+    **dict.fromkeys(
+        (
+            "EncryptionRequired",
+            "HybridError",
+            "InvalidPayload",
+            "InvalidSession",
+            "PayloadTooLarge",
+            "RateLimited",
+            "ReplayedRequest",
+            "StoreUnavailable",
+            "UnknownKey",
+        ),
+        ".exceptions",
+    ),
     "HybridEncryption": ".extension",
     "ENVIRON_KEY": ".middleware",
     "EncryptedRequest": ".middleware",
@@ -82,5 +96,6 @@ __all__ = [
     "UnknownKey",
     "__version__",
     "create_blueprint",
+    "get_encrypted_request",
     "require_encryption",
 ]

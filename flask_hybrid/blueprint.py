@@ -1,17 +1,22 @@
 """The handshake blueprint: public key, JWKS, and ``POST``/``DELETE`` of a session.
 
-It also turns every :class:`~flask_hybrid.errors.HybridError` raised in the app into the JSON
-of the error table, and enforces :func:`require_encryption`.
+It is also where refusals enter Flask: a hook that runs before every other ``before_request``
+raises the middleware's refusal of the request (or a 415 for :func:`require_encryption`) as a
+Werkzeug exception, so the app's error handlers and ``after_request`` hooks shape the answer
+and no view runs. Without a handler of the app's own, a refusal is the error table's JSON.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
+from flask.sansio.blueprints import BlueprintSetupState
 
+from . import signals
 from .core import formats
 from .core.encoding import dumps_compact, loads_json_object
 from .errors import (
@@ -22,7 +27,16 @@ from .errors import (
     RateLimited,
     error_body,
 )
-from .middleware import ENVIRON_KEY, EncryptedRequest, bearer_token
+from .exceptions import as_http_exception
+from .middleware import (
+    ENVIRON_KEY,
+    REFUSAL_KEY,
+    REFUSAL_RAISED_KEY,
+    EncryptedRequest,
+    bearer_token,
+    log_refusal,
+    refusal_headers,
+)
 from .state import HybridState
 
 if TYPE_CHECKING:
@@ -47,11 +61,53 @@ def require_encryption(view: F) -> F:
     return view
 
 
+def get_encrypted_request() -> EncryptedRequest | None:
+    """How the current request arrived, or ``None`` for a plaintext one.
+
+    Like Flask-JWT-Extended's ``get_jwt()``, for views that want to know::
+
+        info = get_encrypted_request()
+        if info is not None:
+            info.format, info.session_id  # "S", "E" or "J"; the session, if there is one
+    """
+    encrypted: EncryptedRequest | None = request.environ.get(ENVIRON_KEY)
+    return encrypted
+
+
 def error_response(error: HybridError | type[HybridError]) -> Response:
     """The one response of each error code (the middleware builds the same bytes)."""
-    response = Response(error_body(error), error.code, content_type="application/json")
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    if isinstance(error, type):
+        error = error()
+    return Response(error_body(error), error.code, headers=refusal_headers(error))
+
+
+def refuse(error: HybridError) -> NoReturn:
+    """Raise a refusal inside Flask, as its Werkzeug exception, logged and signalled once."""
+    environ = request.environ
+    if environ.get(REFUSAL_KEY) is not error:  # the middleware already logged its own
+        encrypted = environ.get(ENVIRON_KEY)
+        log_refusal(environ, error, None if encrypted is None else encrypted.format)
+        environ[REFUSAL_KEY] = error
+    environ[REFUSAL_RAISED_KEY] = True
+    signals.request_refused.send(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        code=error.error,
+        reason=error.reason,
+    )
+    raise as_http_exception(error)
+
+
+def _refusing(view: F) -> F:
+    """Raise a refusal from the core (a store outage, a bad body) the way :func:`refuse` does."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except HybridError as error:
+            refuse(error)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _json_response(value: dict[str, Any], status: int = 200) -> Response:
@@ -75,6 +131,34 @@ def create_blueprint(
         "hybrid", __name__, url_prefix=settings.url_prefix, static_folder="static"
     )
 
+    def refuse_or_announce() -> None:
+        """Raise the middleware's refusal, or 415 for a plaintext request to a protected route;
+        announce a decrypted request. It runs first, so no other hook sees a refused request."""
+        environ = request.environ
+        refusal = environ.get(REFUSAL_KEY)
+        if refusal is not None:
+            refuse(refusal)
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        encrypted: EncryptedRequest | None = environ.get(ENVIRON_KEY)
+        if encrypted is not None:
+            signals.request_decrypted.send(
+                app, format=encrypted.format, session_id=encrypted.session_id
+            )
+            return
+        rule = request.url_rule
+        if request.method == "OPTIONS" and getattr(rule, "provide_automatic_options", False):
+            return  # a preflight Flask answers itself; a view that handles OPTIONS is checked
+        view = app.view_functions.get(request.endpoint or "")
+        if getattr(view, _REQUIRES_ENCRYPTION, False) or any(
+            request.path.startswith(prefix) for prefix in settings.require_encryption
+        ):
+            refuse(EncryptionRequired())
+
+    def install_first(setup: BlueprintSetupState) -> None:
+        setup.app.before_request_funcs.setdefault(None, []).insert(0, refuse_or_announce)
+
+    blueprint.record_once(install_first)
+
     @blueprint.get("/public-key")
     def public_key() -> Response:
         current = state.keyring.current
@@ -84,6 +168,7 @@ def create_blueprint(
     def jwks() -> Response:
         return _json_response(state.keyring.jwks())
 
+    @_refusing
     def handshake() -> Response:
         raw_body = request.stream.read(_MAX_HANDSHAKE_BODY + 1)  # capped, chunked or not
         if len(raw_body) > _MAX_HANDSHAKE_BODY:
@@ -111,22 +196,14 @@ def create_blueprint(
     blueprint.add_url_rule("/session", "handshake", handshake, methods=["POST"])
 
     @blueprint.delete("/session")
+    @_refusing
     def end_session() -> Response:
         state.sessions.end(bearer_token(request.environ), request.remote_addr)
         return Response(status=204)
 
-    @blueprint.before_app_request
-    def enforce_required_encryption() -> None:
-        if request.environ.get(ENVIRON_KEY) is not None or request.method == "OPTIONS":
-            return
-        view = current_app.view_functions.get(request.endpoint or "")
-        if getattr(view, _REQUIRES_ENCRYPTION, False) or any(
-            request.path.startswith(prefix) for prefix in settings.require_encryption
-        ):
-            raise EncryptionRequired
-
-    @blueprint.app_errorhandler(HybridError)
-    def refuse(error: HybridError) -> Response:
+    @blueprint.app_errorhandler(HybridError)  # its Werkzeug flavours too: they subclass it
+    def refusal_response(error: HybridError) -> Response:
+        request.environ.setdefault(REFUSAL_KEY, error)  # raised by the app itself: sign it
         return error_response(error)
 
     return blueprint

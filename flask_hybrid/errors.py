@@ -26,8 +26,9 @@ class HybridError(Exception):
     default_reason: str = "malformed"
 
     def __init__(self, reason: str | None = None) -> None:
-        # The message is the table code only: the cause never travels in str(exception).
-        super().__init__(self.error)
+        # The message is the table code only: the cause never travels in str(exception). Not
+        # super(): in the Werkzeug flavours the next class would take it as the description.
+        Exception.__init__(self, self.error)
         self.reason = reason or self.default_reason
 
 

@@ -111,7 +111,10 @@ class HybridEncryption:
                 state, limiter=limiter, handshake_limit=config[ConfigVars.HANDSHAKE_LIMIT]
             )
         )
-        app.wsgi_app = HybridMiddleware(app.wsgi_app, state)  # type: ignore[method-assign]
+        # The blueprint raises the middleware's refusals inside this app (see create_blueprint).
+        app.wsgi_app = HybridMiddleware(  # type: ignore[method-assign]
+            app.wsgi_app, state, refusals_through_app=True
+        )
         app.extensions["hybrid"] = state
 
     def _identity_key_pems(self, app: Flask, development: bool) -> list[bytes | str]:

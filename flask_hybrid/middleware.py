@@ -18,7 +18,8 @@ from urllib.parse import quote
 
 from werkzeug.datastructures import Headers
 
-from .core import formats, jwe
+from . import signals
+from .core import formats, jwe, signatures
 from .core.encoding import b64encode, loads_json_object
 from .core.rsa import PrivateKey, sign, unwrap_oaep
 from .errors import (
@@ -26,7 +27,9 @@ from .errors import (
     InvalidPayload,
     InvalidSession,
     PayloadTooLarge,
+    RateLimited,
     ReplayedRequest,
+    StoreUnavailable,
     UnknownKey,
     error_body,
 )
@@ -40,8 +43,32 @@ logger = logging.getLogger("flask_hybrid")
 
 #: The environ key under which the app finds the :class:`EncryptedRequest` it was sent.
 ENVIRON_KEY = "flask_hybrid.request"
+#: The refusal (a :class:`~flask_hybrid.errors.HybridError`) of a request refused by the
+#: middleware, or by the blueprint inside the app; such an answer is signed.
+REFUSAL_KEY = "flask_hybrid.refusal"
+#: Set by the blueprint once it has raised the middleware's refusal inside the app.
+REFUSAL_RAISED_KEY = "flask_hybrid.refusal_raised"
+#: The request as it was sent (method and key headers), which response signatures cover.
+ANSWERED_KEY = "flask_hybrid.answered_request"
+#: Our response headers, listed in ``Access-Control-Expose-Headers`` on CORS responses.
+EXPOSED_HEADERS = (
+    *signatures.RESPONSE_HEADERS,
+    "X-Response-Signature",
+    "X-Response-Signature-Kid",
+    "X-Plaintext-Content-Type",
+    "X-Plaintext-Content-Encoding",
+    "X-Encryption-Enabled",
+    "Retry-After",
+)
+_SIGNED_REQUEST_HEADERS = (
+    ("Content-Digest", "HTTP_CONTENT_DIGEST"),
+    ("X-Hybrid-JWE", "HTTP_X_HYBRID_JWE"),
+    ("X-Encrypted-Aes-Key", "HTTP_X_ENCRYPTED_AES_KEY"),
+)
+# Validators of the app's body: on a sealed answer they would describe the plaintext.
+_PLAINTEXT_VALIDATORS = ("ETag", "Content-MD5", "Digest", "Content-Digest")
 _READ_CHUNK = 64 * 1024
-_NO_BODY_STATUSES = frozenset({204, 304})
+_NO_BODY = frozenset({204, 304})
 
 
 @dataclass(frozen=True)
@@ -148,7 +175,12 @@ class HybridMiddleware:
       ``Content-Length`` rewritten; ``environ["flask_hybrid.request"]`` says how it came.
     - S and J responses are sealed under the request's key whatever the status (but 204 and 304,
       which have no body); E responses are signed, or sealed on ``X-Encrypt-Response: true``.
-    - Refusals are the JSON of the error table, signed per ``HYBRID_SIGN_RESPONSES``.
+    - Refusals are the JSON of the error table. With ``refusals_through_app=True`` (what
+      :class:`~flask_hybrid.HybridEncryption` sets, for the Flask app whose blueprint raises
+      them) a refused request still enters the app, with an empty body, and the app's error
+      handlers and ``after_request`` hooks shape the answer; otherwise the middleware answers.
+    - Signing (``HYBRID_SIGN_RESPONSES``) happens last, over the bytes and status that leave:
+      ``X-Response-Signature`` and a request-bound RFC 9421 signature.
 
     Security: the client address bound into sessions is ``REMOTE_ADDR``. Behind a proxy, apply
     ``werkzeug.middleware.proxy_fix.ProxyFix`` *outside* this middleware, trusting only your
@@ -159,32 +191,34 @@ class HybridMiddleware:
         app.wsgi_app = HybridMiddleware(app.wsgi_app, state)
     """
 
-    def __init__(self, app: WSGIApplication, state: HybridState) -> None:
+    def __init__(
+        self, app: WSGIApplication, state: HybridState, *, refusals_through_app: bool = False
+    ) -> None:
         self.app = app
         self.state = state
+        self.refusals_through_app = refusals_through_app
         self._unwrap_cache = _UnwrapCache()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        settings = self.state.settings
-        policy = settings.sign_responses
-        # Every response under "all"; handshake answers under "unsealed" (sealed ones too).
-        sign_all = policy == "all" or (
-            policy == "unsealed" and environ.get("PATH_INFO") == settings.handshake_path
-        )
         kind = _detect(environ)
-        encrypted = None
-        if kind is not None:
-            try:
-                encrypted = self._open(environ, kind)
-            except HybridError as error:
-                logger.info("flask-hybrid refused a request: %s", error.error)
-                return self._refuse(error, start_response, sign_it=policy != "none")
-            except Exception as error:  # a bug must not become a 5xx or leak through a trace
-                logger.error("flask-hybrid failed on a request: %s", type(error).__name__)
-                return self._refuse(InvalidPayload(), start_response, sign_it=policy != "none")
-        if encrypted is None and not sign_all:  # a plain request: nothing to do
-            return self.app(environ, start_response)
-        return self._respond(environ, start_response, encrypted, sign_all=sign_all)
+        if kind is None:
+            return self._call_app(environ, start_response, None)
+        answered = answered_request(environ)  # as sent: the app sees the plaintext's headers
+        environ[ANSWERED_KEY] = answered
+        try:
+            encrypted = self._open(environ, kind)
+        except HybridError as error:
+            return self._refuse(environ, start_response, error, kind)
+        except Exception:  # a bug must not become a 5xx; its traceback goes to the log only
+            logger.exception("flask-hybrid: unexpected error while opening a request")
+            return self._refuse(environ, start_response, InvalidPayload("internal_error"), kind)
+        if encrypted is not None:
+            environ.pop("HTTP_CONTENT_DIGEST", None)  # it describes the wire body, not this one
+            if not self.refusals_through_app:  # inside Flask the blueprint sends it
+                signals.request_decrypted.send(
+                    self, format=encrypted.format, session_id=encrypted.session_id
+                )
+        return self._call_app(environ, start_response, encrypted)
 
     # -- request ---------------------------------------------------------------------------
     def _open(self, environ: WSGIEnvironment, kind: str) -> EncryptedRequest | None:
@@ -291,56 +325,108 @@ class HybridMiddleware:
             raise InvalidSession  # a session kid without its token
         raise UnknownKey
 
+    # -- refusals --------------------------------------------------------------------------
+    def _refuse(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        error: HybridError,
+        kind: str | None,
+    ) -> Iterable[bytes]:
+        log_refusal(environ, error, kind)
+        environ[REFUSAL_KEY] = error
+        _withhold_body(environ)  # no hook or view may read what was refused
+        if self.refusals_through_app:
+            return self._call_app(environ, start_response, None)
+        signals.request_refused.send(self, code=error.error, reason=error.reason)
+        return self._answer_refusal(environ, start_response, error)
+
+    def _answer_refusal(
+        self, environ: WSGIEnvironment, start_response: StartResponse, error: HybridError
+    ) -> Iterable[bytes]:
+        """The middleware's own answer: the error table's bytes, signed per the policy."""
+        headers = Headers(refusal_headers(error))
+        body = error_body(error)
+        self._finish_headers(environ, error.code, headers, body, sign=self._signs_refusals)
+        start_response(f"{error.code} {_REASONS[error.code]}", headers.to_wsgi_list())
+        return [body]
+
     # -- response --------------------------------------------------------------------------
-    def _respond(
+    def _call_app(
         self,
         environ: WSGIEnvironment,
         start_response: StartResponse,
         encrypted: EncryptedRequest | None,
-        *,
-        sign_all: bool,
     ) -> Iterable[bytes]:
+        """Run the app; seal and sign its answer when that needs the body, else stream it."""
         captured: dict[str, Any] = {}
-        chunks: list[bytes] = []
+        written: list[bytes] = []
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             if exc_info is not None and captured:
                 raise exc_info[1].with_traceback(exc_info[2])
             captured["status"], captured["headers"] = status, headers
-            return chunks.append
+            return written.append  # the legacy write(): kept and sent before the iterable
 
+        refused_here: HybridError | None = environ.get(REFUSAL_KEY)
         app_iter = self.app(environ, capture)
-        try:
-            chunks.extend(app_iter)
-        finally:
-            close = getattr(app_iter, "close", None)
-            if close is not None:
-                close()
+        if refused_here is not None and not environ.get(REFUSAL_RAISED_KEY):
+            # Refused, yet the app's blueprint hook never raised it: answer here, not the app.
+            _close(app_iter)
+            logger.error("flask-hybrid: the app did not raise a refusal; is the blueprint on it?")
+            return self._answer_refusal(environ, start_response, refused_here)
+        refusal = environ.get(REFUSAL_KEY)  # also set when the blueprint refused on its own
         status: str = captured["status"]
-        headers = Headers(captured["headers"])
-        body = b"".join(chunks)
         status_code = int(status.split(" ", 1)[0])
-        sealed = False
-        if (
-            encrypted is not None
-            and encrypted.seal_response
-            and status_code not in _NO_BODY_STATUSES
-        ):
-            body = self._seal(encrypted, status_code, headers, body)
-            sealed = True
+        headers = Headers(captured["headers"])
         policy = self.state.settings.sign_responses
-        if sign_all or (policy == "unsealed" and encrypted is not None and not sealed):
-            self._sign(headers, body)
-        if status_code not in _NO_BODY_STATUSES:
-            headers["Content-Length"] = str(len(body))
+        handshake = environ.get("PATH_INFO") == self.state.settings.handshake_path
+        sign_it = policy == "all" or (
+            policy == "unsealed" and (encrypted is not None or refusal is not None or handshake)
+        )
+        if encrypted is None and not sign_it and not written:  # plain: stream it as it is
+            _expose_headers(headers)
+            start_response(status, headers.to_wsgi_list())
+            return app_iter
+        try:
+            body = b"".join([*written, *app_iter])
+        finally:
+            _close(app_iter)
+        if encrypted is not None and encrypted.seal_response and status_code not in _NO_BODY:
+            body = self._seal(encrypted, status_code, headers, body)
+            if policy == "unsealed" and not handshake:
+                sign_it = False  # a sealed answer is authenticated by the AEAD
+        self._finish_headers(environ, status_code, headers, body, sign=sign_it)
         start_response(status, headers.to_wsgi_list())
         return [body]
+
+    @property
+    def _signs_refusals(self) -> bool:
+        return self.state.settings.sign_responses != "none"
+
+    def _finish_headers(
+        self,
+        environ: WSGIEnvironment,
+        status_code: int,
+        headers: Headers,
+        body: bytes,
+        *,
+        sign: bool,
+    ) -> None:
+        """Length, signatures over the final bytes, and CORS exposure of our own headers."""
+        if status_code not in _NO_BODY:
+            headers["Content-Length"] = str(len(body))
+        if sign:
+            self._sign(environ, status_code, headers, body)
+        _expose_headers(headers)
 
     def _seal(
         self, encrypted: EncryptedRequest, status_code: int, headers: Headers, body: bytes
     ) -> bytes:
         app_content_type = headers.get("Content-Type")
         headers.remove("Content-Type")
+        for validator in _PLAINTEXT_VALIDATORS:  # they would describe (and leak) the plaintext
+            headers.remove(validator)
         encoding = headers.get("Content-Encoding")
         if encoding is not None:  # it describes the plaintext, not the sealed body
             headers.remove("Content-Encoding")
@@ -362,26 +448,81 @@ class HybridMiddleware:
             return formats.seal_session(encrypted.cek, body)
         return formats.seal_envelope_response(encrypted.cek, body)
 
-    def _sign(self, headers: Headers, body: bytes) -> None:
-        identity_key = self.state.keyring.current
-        headers["X-Response-Signature"] = b64encode(sign(identity_key.private_key, body))
-        headers["X-Response-Signature-Kid"] = identity_key.kid
+    def _sign(
+        self, environ: WSGIEnvironment, status_code: int, headers: Headers, body: bytes
+    ) -> None:
+        """``X-Response-Signature`` (the published design's) and the request-bound signature."""
+        signing_key = self.state.keyring.signing
+        headers["X-Response-Signature"] = b64encode(sign(signing_key.private_key, body))
+        headers["X-Response-Signature-Kid"] = signing_key.kid
+        answered = environ.get(ANSWERED_KEY) or answered_request(environ)
+        for name, value in signatures.sign_response(
+            signing_key.private_key,
+            signing_key.kid,
+            status=status_code,
+            body=body,
+            request=answered,
+            created=self.state.clock(),
+        ):
+            headers[name] = value
 
-    def _refuse(
-        self, error: HybridError, start_response: StartResponse, *, sign_it: bool
-    ) -> Iterable[bytes]:
-        body = error_body(error)
-        headers = Headers(
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-            ]
-        )
-        if sign_it:
-            self._sign(headers, body)
-        start_response(f"{error.code} {_REASONS[error.code]}", headers.to_wsgi_list())
-        return [body]
+
+def answered_request(environ: WSGIEnvironment) -> signatures.AnsweredRequest:
+    """The request parts a response signature covers, read from the environ as sent."""
+    headers = [(name, environ[key]) for name, key in _SIGNED_REQUEST_HEADERS if key in environ]
+    return signatures.AnsweredRequest(environ.get("REQUEST_METHOD", "GET"), headers)
+
+
+def refusal_headers(error: HybridError) -> list[tuple[str, str]]:
+    """The headers of a refusal (the body is :func:`~flask_hybrid.errors.error_body`)."""
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+    if isinstance(error, RateLimited):
+        headers.append(("Retry-After", str(error.retry_after)))
+    return headers
+
+
+def log_refusal(environ: WSGIEnvironment, error: HybridError, kind: str | None) -> None:
+    """One line per refusal: method, path, format and reason; never a key, token or body."""
+    level = logging.WARNING if isinstance(error, StoreUnavailable) else logging.INFO
+    logger.log(
+        level,
+        "flask-hybrid refused %s %s (format %s): %s/%s",
+        environ.get("REQUEST_METHOD", "-"),
+        environ.get("PATH_INFO", "-"),
+        kind or "-",
+        error.error,
+        error.reason,
+    )
+
+
+def _withhold_body(environ: WSGIEnvironment) -> None:
+    environ["wsgi.input"] = io.BytesIO(b"")
+    environ["CONTENT_LENGTH"] = "0"
+    for key in ("CONTENT_TYPE", "HTTP_TRANSFER_ENCODING", "HTTP_CONTENT_DIGEST"):
+        environ.pop(key, None)
+    environ.pop("wsgi.input_terminated", None)
+
+
+def _expose_headers(headers: Headers) -> None:
+    """List our headers in ``Access-Control-Expose-Headers`` on a CORS response that has them."""
+    if "Access-Control-Allow-Origin" not in headers:
+        return
+    listed = [
+        name.strip()
+        for value in headers.getlist("Access-Control-Expose-Headers")
+        for name in value.split(",")
+        if name.strip()
+    ]
+    known = {name.lower() for name in listed}
+    ours = [name for name in EXPOSED_HEADERS if name in headers and name.lower() not in known]
+    if ours:
+        headers["Access-Control-Expose-Headers"] = ", ".join([*listed, *ours])
+
+
+def _close(app_iter: Iterable[bytes]) -> None:
+    close = getattr(app_iter, "close", None)
+    if close is not None:
+        close()
 
 
 _REASONS = {

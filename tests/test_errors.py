@@ -424,7 +424,8 @@ def test_required_encryption_by_decorator_and_by_prefix(make_app: Callable[..., 
 
     client = flask_app.test_client()
     for path in ("/api/orders", "/api/secure/prices"):
-        assert_refused(client.post(path, json={"a": 1}), EncryptionRequired, signed=False)
+        # every refusal is signed, this one (to a plaintext request) too
+        assert_refused(client.post(path, json={"a": 1}), EncryptionRequired)
         envelope, _ = e_envelope(identity_public_key(flask_app), ECHO)
         response = client.post(path, json=envelope, headers={"X-Encryption-Enabled": "true"})
         assert response.status_code == 200 and response.get_json() == {"ok": True}
@@ -437,7 +438,7 @@ def test_required_encryption_by_decorator_and_by_prefix(make_app: Callable[..., 
         headers={"X-Encryption-Enabled": "true"},
         content_type="multipart/form-data",
     )
-    assert_refused(response, EncryptionRequired, signed=False)
+    assert_refused(response, EncryptionRequired)
 
 
 # --- 429 rate_limited ---------------------------------------------------------------------------
