@@ -35,6 +35,8 @@ class HybridError(Exception):
 class InvalidPayload(HybridError):
     """Any problem with an untrusted envelope, JWE or ciphertext: syntax, sizes, key, tag."""
 
+    code = 400  # stated again: the Werkzeug flavour's base has none (see exceptions.py)
+
 
 class InvalidSession(HybridError):
     code = 401

@@ -36,7 +36,13 @@ if TYPE_CHECKING:
 # ``code`` and ``description`` are always set here, where Werkzeug allows None: the
 # "type: ignore[misc]" on each class below says that the narrower types are intended.
 class HybridError(errors.HybridError, HTTPException):  # type: ignore[misc]
-    """Base of the refusals raised inside Flask; catches every one of them."""
+    """Base of the refusals raised inside Flask; catches every one of them.
+
+    It has no status of its own, like Werkzeug's ``HTTPException``: so
+    ``app.errorhandler(HybridError)`` registers a handler for the class, not for status 400.
+    """
+
+    code = None  # type: ignore[assignment]
 
     def __init__(self, reason: str | None = None, **options: Any) -> None:
         super().__init__(reason, **options)  # the errors twin: reason (and retry_after) only
