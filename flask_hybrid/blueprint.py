@@ -9,6 +9,7 @@ and no view runs. Without a handler of the app's own, a refusal is the error tab
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -37,6 +38,7 @@ from .middleware import (
     log_refusal,
     refusal_headers,
 )
+from .ratelimit import client_key
 from .state import HybridState
 
 if TYPE_CHECKING:
@@ -118,11 +120,15 @@ def create_blueprint(
     state: HybridState,
     *,
     limiter: Limiter | None = None,
-    handshake_limit: str = "30 per minute",
+    handshake_limit: str | None = None,
 ) -> Blueprint:
     """The blueprint for ``state``, mounted at ``state.settings.url_prefix``.
 
-    Pass a Flask-Limiter ``limiter`` to rate-limit the handshake per client address. It needs
+    The handshake is limited per client address (IPv4 address, IPv6 /64:
+    :func:`~flask_hybrid.ratelimit.client_key`) to ``handshake_limit`` (default: that of
+    ``state.limits``, ``HYBRID_HANDSHAKE_LIMIT``). Given the app's Flask-Limiter ``limiter``,
+    the limit is put on it, so its storage, ``RATELIMIT_ENABLED`` and hooks apply; else
+    ``state.limits`` counts it and nothing is registered on the app. It needs
     :class:`~flask_hybrid.middleware.HybridMiddleware` around ``app.wsgi_app`` with the same
     ``state``: the middleware decrypts J handshakes and signs handshake responses.
     """
@@ -189,16 +195,27 @@ def create_blueprint(
         sealed = formats.seal_session(cek, session.to_json())
         return Response(sealed, 201, content_type="application/json")
 
-    if limiter is not None:
+    limit = handshake_limit or state.limits.handshake_limit
+    if limiter is not None and limit is not None:
         handshake = limiter.limit(
-            handshake_limit, methods=["POST"], on_breach=_rate_limited_response
+            limit,
+            key_func=_client_key,
+            methods=["POST"],
+            on_breach=_rate_limited_response,
         )(handshake)
+    elif limiter is None:
+        handshake = _counted(handshake, state.limits.hit_handshake)
     blueprint.add_url_rule("/session", "handshake", handshake, methods=["POST"])
 
     @blueprint.delete("/session")
     @_refusing
     def end_session() -> Response:
-        state.sessions.end(bearer_token(request.environ), request.remote_addr)
+        # Checked as every S request is: token, live record, device id and (bound) address.
+        state.sessions.end(
+            bearer_token(request.environ),
+            request.headers.get("X-Device-Id"),
+            request.remote_addr,
+        )
         return Response(status=204)
 
     @blueprint.app_errorhandler(HybridError)  # its Werkzeug flavours too: they subclass it
@@ -209,7 +226,25 @@ def create_blueprint(
     return blueprint
 
 
+def _client_key() -> str:
+    return client_key(request.remote_addr)
+
+
+def _counted(view: F, hit: Callable[[str | None], None]) -> F:
+    """``view``, counted by one of flask-hybrid's own limits (which raise 429) before it runs."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            hit(request.remote_addr)
+        except HybridError as error:
+            refuse(error)
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _rate_limited_response(request_limit: RequestLimit) -> Response:
-    response = error_response(RateLimited)
-    response.headers["Retry-After"] = str(max(1, int(request_limit.reset_at - time.time())))
-    return response
+    """Flask-Limiter's ``on_breach``: the error table's 429, with ``Retry-After``."""
+    retry_after = math.ceil(request_limit.reset_at - time.time())
+    return error_response(RateLimited("handshake_limit", retry_after=retry_after))

@@ -1,4 +1,4 @@
-"""``HybridEncryption``: key ring, store, limiter, blueprint and middleware in one line."""
+"""``HybridEncryption``: key ring, stores, rate limits, blueprint and middleware in one line."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
-
 from .blueprint import create_blueprint
 from .config import DEFAULTS, ConfigVars, Settings
 from .core.keyring import KeyRing
-from .core.rsa import has_implicit_rejection
+from .core.rsa import PrivateKey, has_implicit_rejection, load_private_key
 from .instance import development_identity_key, development_jwt_secret
 from .middleware import HybridMiddleware
+from .ratelimit import RateLimits, limit_storage_from_url
 from .sessions import KeyPool, SessionManager
 from .state import HybridState
 from .stores import SessionStore, store_from_url
@@ -25,6 +23,7 @@ from .stores.base import is_redis_url
 
 if TYPE_CHECKING:
     from flask import Flask
+    from flask_limiter import Limiter
 
 logger = logging.getLogger("flask_hybrid")
 
@@ -39,6 +38,14 @@ class HybridEncryption:
 
     Keyword arguments win over ``app.config``, which wins over the defaults. The per-app state
     (a :class:`~flask_hybrid.state.HybridState`) lives in ``app.extensions["hybrid"]``.
+
+    Rate limits: pass the app's own Flask-Limiter as ``limiter=`` and the handshake limit
+    (``HYBRID_HANDSHAKE_LIMIT``) is put on it, with its storage and its ``RATELIMIT_*`` settings.
+    Without it, flask-hybrid counts the handshake itself (:mod:`flask_hybrid.ratelimit`) and
+    registers nothing that could touch the app's other routes. Identity-key J requests
+    (``HYBRID_JWE_LIMIT``) are always counted by flask-hybrid, in the middleware.
+    ``replay_store=`` keeps J's replay records apart from the sessions (else
+    ``HYBRID_REPLAY_STORE_URL`` / ``HYBRID_REPLAY_KEY_PREFIX``, else the session store).
     """
 
     def __init__(
@@ -49,8 +56,12 @@ class HybridEncryption:
         identity_keys: list[bytes | str] | None = None,
         jwt_secret: bytes | str | None = None,
         clock: Callable[[], float] = time.time,
+        limiter: Limiter | None = None,
+        replay_store: SessionStore | None = None,
     ) -> None:
         self._store = store
+        self._limiter = limiter
+        self._replay_store = replay_store
         self._identity_keys = identity_keys
         self._jwt_secret = jwt_secret
         self._clock = clock
@@ -65,7 +76,10 @@ class HybridEncryption:
         development = config[ConfigVars.DEVELOPMENT]
         if development is None:
             development = app.debug or app.testing
-        keyring = KeyRing.from_pems(self._identity_key_pems(app, development))
+        keyring = KeyRing(
+            (load_private_key(pem) for pem in self._identity_key_pems(app, development)),
+            self._signing_keys(app),
+        )
         if "E" in settings.formats and not has_implicit_rejection(keyring.current.private_key):
             raise RuntimeError(
                 "flask-hybrid: format E needs PKCS#1 v1.5 implicit rejection (OpenSSL >= 3.2), "
@@ -86,31 +100,20 @@ class HybridEncryption:
             bind_ip=settings.bind_ip,
             key_pool=KeyPool(int(config[ConfigVars.KEY_POOL_SIZE])),
             clock=self._clock,
+            replay_store=self._replay_store_for(config, store, store_timeout),
         )
-        state = HybridState(keyring, sessions, settings, clock=self._clock)
-        limiter_storage = self._limiter_storage(config, store_url)
-        # a hung Redis must not hang the handshake: the same bounded wait as the store
-        # (Flask-Limiter annotates int values; redis-py takes float seconds)
-        limiter_options: dict[str, Any] = {}
-        if is_redis_url(limiter_storage):
-            limiter_options = {
-                "socket_timeout": store_timeout,
-                "socket_connect_timeout": store_timeout,
-            }
-        limiter = Limiter(
-            get_remote_address,
-            app=app,
-            storage_uri=limiter_storage,
-            storage_options=limiter_options,
-            default_limits=[],
-            swallow_errors=True,  # a limiter outage must not take the handshake down
-            key_prefix=f"{config[ConfigVars.STORE_KEY_PREFIX]}ratelimit",  # apart per app
+        limits = RateLimits(
+            handshake=config[ConfigVars.HANDSHAKE_LIMIT],
+            jwe=config[ConfigVars.JWE_LIMIT],
+            # the same bounded wait as the store: a hung Redis must not hang a request
+            storage=limit_storage_from_url(
+                self._limiter_storage(config, store_url),
+                key_prefix=f"{config[ConfigVars.STORE_KEY_PREFIX]}ratelimit",  # apart per app
+                timeout=store_timeout,
+            ),
         )
-        app.register_blueprint(
-            create_blueprint(
-                state, limiter=limiter, handshake_limit=config[ConfigVars.HANDSHAKE_LIMIT]
-            )
-        )
+        state = HybridState(keyring, sessions, settings, clock=self._clock, limits=limits)
+        app.register_blueprint(create_blueprint(state, limiter=self._limiter))
         # The blueprint raises the middleware's refusals inside this app (see create_blueprint).
         app.wsgi_app = HybridMiddleware(  # type: ignore[method-assign]
             app.wsgi_app, state, refusals_through_app=True
@@ -151,6 +154,43 @@ class HybridEncryption:
         if configured:
             return str(configured)
         return store_url if is_redis_url(store_url) else "memory://"
+
+    def _replay_store_for(
+        self, config: Any, session_store: SessionStore, timeout: float
+    ) -> SessionStore:
+        """The store for J's replay records: the ``replay_store`` argument, else one of its own
+        URL or prefix if configured, else the session store itself (one connection pool)."""
+        if self._replay_store is not None:
+            return self._replay_store
+        url = config[ConfigVars.REPLAY_STORE_URL]
+        prefix = config[ConfigVars.REPLAY_KEY_PREFIX]
+        if not url and not prefix:
+            return session_store
+        if not url and self._store is not None:
+            # HYBRID_STORE_URL may not describe the store object; guessing could split replay
+            # records per process without a word.
+            raise ValueError(
+                f"flask-hybrid: {ConfigVars.REPLAY_KEY_PREFIX} with a store object needs "
+                f"{ConfigVars.REPLAY_STORE_URL} or the replay_store argument"
+            )
+        return store_from_url(
+            url or config[ConfigVars.STORE_URL],
+            key_prefix=prefix or config[ConfigVars.STORE_KEY_PREFIX],
+            timeout=timeout,
+        )
+
+    def _signing_keys(self, app: Flask) -> list[PrivateKey] | None:
+        """``HYBRID_SIGNING_KEYS`` loaded, or ``None``: the identity keys sign."""
+        configured = app.config[ConfigVars.SIGNING_KEYS]
+        if not configured:
+            return None
+        if isinstance(configured, (str, bytes, os.PathLike)):
+            configured = [configured]
+        pems = [_pem_or_file(item, config_key=ConfigVars.SIGNING_KEYS) for item in configured]
+        try:
+            return [load_private_key(pem) for pem in pems]
+        except ValueError as error:
+            raise ValueError(f"flask-hybrid: {ConfigVars.SIGNING_KEYS}: {error}") from None
 
 
 def _pem_or_file(item: bytes | str | os.PathLike[str], *, config_key: str) -> bytes:

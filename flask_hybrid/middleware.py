@@ -304,7 +304,7 @@ class HybridMiddleware:
             now=self.state.clock(),
             window=window,
         )
-        if not self.state.sessions.record_request_id(binding.jti, 2 * window):
+        if not self.state.sessions.record_request_id(binding.jti, self.state.settings.replay_ttl):
             raise ReplayedRequest
         encrypted = EncryptedRequest("J", cek, True, session_id, binding.jti)
         return encrypted, plaintext, (None if in_header else binding.content_type)
@@ -315,6 +315,7 @@ class HybridMiddleware:
         """An identity key, or a session's key when the kid is that session's id (401s)."""
         identity_key = self.state.keyring.get(kid)
         if identity_key is not None:
+            self.state.limits.hit_jwe(environ.get("REMOTE_ADDR"))  # 429 before any RSA work
             return kid, identity_key.private_key, None
         if bearer_token(environ) is not None:
             session = self._live_session(environ)

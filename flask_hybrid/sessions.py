@@ -3,7 +3,8 @@
 Framework-free. A session is a record in the store under its id with the session TTL; its
 private key is sealed at rest under a key derived from the JWT secret, so a Redis dump alone
 does not give the session keys away. Parsed private keys are cached in process for the
-session's life, so the hot path never parses PEM.
+session's life, so the hot path never parses PEM. Replay records (J's ``jti``) may live in a
+store of their own (``HYBRID_REPLAY_STORE_URL`` / ``HYBRID_REPLAY_KEY_PREFIX``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .core import aead, rsa
-from .core.encoding import b64decode, b64encode, dumps_compact, loads_json_object
+from .core.encoding import b64decode, b64encode, b64url_encode, dumps_compact, loads_json_object
 from .errors import InvalidPayload, InvalidSession
 from .stores.base import SessionStore
 
 _SESSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _JWT_ALGORITHM = "HS256"
 _TOKEN_CLAIMS = ("sessionId", "deviceId", "ipAddress", "iat", "exp")
+#: A replay record's key holds this many bytes of SHA-256(jti); see ``record_request_id``.
+REPLAY_DIGEST_BYTES = 16
 
 
 def looks_like_session_id(value: str) -> bool:
@@ -148,7 +151,8 @@ class _KeyCache:
 
 
 class SessionManager:
-    """Create, check and end handshake sessions; record replay ids. All state is in ``store``.
+    """Create, check and end handshake sessions; record replay ids. All state is in ``store``
+    (replay records in ``replay_store``, which defaults to ``store``).
 
     Usage::
 
@@ -167,11 +171,13 @@ class SessionManager:
         key_pool: KeyPool | None = None,
         key_cache_size: int = 10_000,
         clock: Callable[[], float] = time.time,
+        replay_store: SessionStore | None = None,
     ) -> None:
         secret = jwt_secret.encode() if isinstance(jwt_secret, str) else jwt_secret
         if len(secret) < 32:
             raise ValueError("the JWT secret must be at least 32 bytes")
         self.store = store
+        self.replay_store = replay_store if replay_store is not None else store
         self.ttl = ttl
         self.bind_ip = bind_ip
         self._jwt_secret = secret
@@ -243,10 +249,7 @@ class SessionManager:
         claims = self.read_token(token)
         session_id = str(claims["sessionId"])
         record = self._load_record(session_id)
-        if device_id is None or not (claims["deviceId"] == record["deviceId"] == device_id):
-            raise InvalidSession
-        if self.bind_ip and not (claims["ipAddress"] == record["ipAddress"] == ip_address):
-            raise InvalidSession
+        device_id = self._check_binding(claims, record, device_id, ip_address)
         return LiveSession(session_id, device_id, self._private_key(session_id, record))
 
     def exists(self, session_id: str) -> bool:
@@ -255,25 +258,49 @@ class SessionManager:
             self.store.get(self._store_key(session_id)) is not None
         )
 
-    def end(self, token: str | None, ip_address: str | None) -> None:
-        """Delete the session a valid token names; the token is refused afterwards."""
+    def end(self, token: str | None, device_id: str | None, ip_address: str | None) -> None:
+        """Delete the session a valid token names, checked as :meth:`verify` checks a request
+        (token, live record, device and, when bound, address); the token is refused afterwards.
+        """
         claims = self.read_token(token)
         session_id = str(claims["sessionId"])
-        if self.bind_ip and claims["ipAddress"] != ip_address:
-            raise InvalidSession
+        record = self._load_record(session_id)
+        self._check_binding(claims, record, device_id, ip_address)
         self._key_cache.discard(session_id)
         if not self.store.delete(self._store_key(session_id)):
-            raise InvalidSession
+            raise InvalidSession("session_gone")
 
     def record_request_id(self, jti: str, ttl: int) -> bool:
-        """Remember a J ``jti``; False when it was already seen (across every process)."""
-        digest = hashlib.sha256(jti.encode("ascii")).hexdigest()
-        return self.store.add(f"jti:{digest}", b"1", ttl)
+        """Remember a J ``jti`` for ``ttl`` seconds; False when it was already seen (across every
+        process that shares the replay store).
+
+        The record is as small as a Redis key can be: an empty value under ``jti:`` and the first
+        16 bytes of SHA-256(jti), base64url (22 characters), whatever the jti's length. 128 bits
+        are collision-safe here: a collision can only make a fresh request look replayed (409),
+        never let a replay through; by chance it needs ~2^64 live records, and on purpose a
+        second preimage of another client's jti (2^128 work).
+        """
+        digest = hashlib.sha256(jti.encode("ascii")).digest()[:REPLAY_DIGEST_BYTES]
+        return self.replay_store.add(f"jti:{b64url_encode(digest)}", b"", ttl)
 
     # -- internals -------------------------------------------------------------------------
     @staticmethod
     def _store_key(session_id: str) -> str:
         return f"session:{session_id}"
+
+    def _check_binding(
+        self,
+        claims: dict[str, object],
+        record: dict[str, str],
+        device_id: str | None,
+        ip_address: str | None,
+    ) -> str:
+        """The device id, once token, stored record and request agree on it (and the address)."""
+        if device_id is None or not (claims["deviceId"] == record["deviceId"] == device_id):
+            raise InvalidSession("device_mismatch")
+        if self.bind_ip and not (claims["ipAddress"] == record["ipAddress"] == ip_address):
+            raise InvalidSession("address_mismatch")
+        return device_id
 
     def _load_record(self, session_id: str) -> dict[str, str]:
         raw = self.store.get(self._store_key(session_id))

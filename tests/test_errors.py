@@ -241,10 +241,11 @@ def test_session_gone_after_delete(app: Flask) -> None:
     client = app.test_client()
     headers = session_headers(session)
     assert _s_request(app, session, headers).status_code == 200
-    deleted = client.delete("/hybrid/session", headers={"Authorization": headers["Authorization"]})
+    ending = {name: headers[name] for name in ("Authorization", "X-Device-Id")}
+    deleted = client.delete("/hybrid/session", headers=ending)
     assert deleted.status_code == 204 and deleted.data == b""
     assert_refused(_s_request(app, session, headers), InvalidSession)
-    again = client.delete("/hybrid/session", headers={"Authorization": headers["Authorization"]})
+    again = client.delete("/hybrid/session", headers=ending)
     assert_refused(again, InvalidSession)  # the session endpoint's answers are all signed
 
 
@@ -560,9 +561,10 @@ def test_limiter_storage_shares_the_store_redis_with_a_bounded_wait(
     make_app: Callable[..., Flask], redis_url: str, redis_prefix: str
 ) -> None:
     flask_app = make_app(HYBRID_STORE_URL=redis_url, HYBRID_STORE_KEY_PREFIX=redis_prefix)
-    limiter = next(iter(flask_app.extensions["limiter"]))
-    assert limiter._storage_uri == redis_url
-    assert limiter._storage_options["socket_timeout"] == 0.5
+    redis_client = state_of(flask_app).limits.storage.storage  # type: ignore[attr-defined]
+    assert redis_client.connection_pool.connection_kwargs["socket_timeout"] == 0.5
+    new_session(flask_app)
+    assert redis_client.keys(f"{redis_prefix}ratelimit:*")  # counted in the store's Redis
 
 
 def test_handshake_body_is_capped(app: Flask) -> None:

@@ -1,0 +1,154 @@
+"""flask-hybrid's own rate limits, per client address: the handshake and identity-key J requests.
+
+They are built on the ``limits`` library (the core of Flask-Limiter) directly, not on a
+Flask-Limiter the extension would register on the app: that one would throttle the app's other
+routes with the app's ``RATELIMIT_DEFAULT``, and with ``RATELIMIT_ENABLED = False`` it was
+garbage-collected while the handshake still pointed at it. Here nothing is registered on the app,
+no ``RATELIMIT_*`` key is read, and the object is framework-free: the middleware calls it before
+any RSA work, the blueprint before a handshake. An app that already has a Flask-Limiter passes it
+to :class:`~flask_hybrid.HybridEncryption` (``limiter=``) and the handshake limit goes there.
+
+Clients are counted by :func:`client_key`: an IPv4 address as it is, an IPv6 address by its /64
+(one customer's network, which can hold billions of addresses).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from typing import Any
+
+from limits import RateLimitItem, parse
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.strategies import FixedWindowRateLimiter
+
+from .errors import RateLimited
+from .stores.base import is_redis_url
+
+logger = logging.getLogger("flask_hybrid")
+
+IPV6_PREFIX = 64
+
+
+def client_key(address: str | None) -> str:
+    """The identity an address is limited under: IPv4 per address, IPv6 per /64.
+
+    An IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, what a dual-stack socket reports) counts
+    as its IPv4 address. Anything that is no IP address (a Unix socket, an empty
+    ``REMOTE_ADDR``) is used as it is, so such clients share one budget rather than none.
+
+    ::
+
+        client_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    """
+    text = (address or "").strip()
+    try:
+        parsed = ipaddress.ip_address(text)
+    except ValueError:
+        return text or "-"
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        network = int(parsed) >> (128 - IPV6_PREFIX) << (128 - IPV6_PREFIX)  # drops a %scope too
+        return str(ipaddress.IPv6Network((network, IPV6_PREFIX)))
+    return str(parsed)
+
+
+def parse_limit(value: str | None, config_key: str) -> RateLimitItem | None:
+    """A Flask-Limiter-style string (``"30 per minute"``) as a limit; ``None`` or ``""`` is off.
+
+    A string that does not parse is a :class:`ValueError` naming ``config_key``.
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{config_key} must be a rate limit string such as '30 per minute'")
+    try:
+        return parse(value)
+    except ValueError:
+        raise ValueError(
+            f"{config_key} must be a rate limit string such as '30 per minute', not {value!r}"
+        ) from None
+
+
+def limit_storage_from_url(
+    url: str, *, key_prefix: str = "hybrid:ratelimit", timeout: float = 0.5
+) -> Storage:
+    """The ``limits`` storage a URL names: ``memory://`` or a Redis URL (redis-py's schemes).
+
+    Redis counters live under ``key_prefix`` (so ``redis-cli --scan --pattern 'hybrid:*'`` finds
+    every key the app owns) and each call gives up after about ``timeout`` seconds and one retry,
+    as the session store does. Any other scheme is a :class:`ValueError` naming the scheme only.
+    """
+    if url == "memory://":
+        return MemoryStorage(wrap_exceptions=True)
+    if is_redis_url(url):
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 1),
+        }
+        return RedisStorage(url, key_prefix=key_prefix, wrap_exceptions=True, **options)
+    scheme = url.partition("://")[0] if "://" in url else ""
+    raise ValueError(f"unsupported rate limit storage scheme {scheme!r}; use memory:// or redis://")
+
+
+class RateLimits:
+    """The handshake limit and the identity-key J limit, counted per :func:`client_key`.
+
+    Each ``hit_*`` method counts one request and raises :class:`~flask_hybrid.errors.RateLimited`
+    (with ``retry_after``, whole seconds until the window resets) when the address is over its
+    limit. A limit of ``None`` is off. If the storage cannot be reached the request is let
+    through and a warning is logged: a limiter outage must not take the API down.
+
+    Windows are fixed and start at an address's first request (the ``limits`` library's
+    fixed-window strategy, Flask-Limiter's default), so ``"600 per minute"`` lets 600 requests
+    through in the 60 s after the first and refuses the 601st until the window ends.
+
+    ::
+
+        limits = RateLimits(handshake="30 per minute", jwe="600 per minute")
+        limits.hit_jwe(environ.get("REMOTE_ADDR"))  # RateLimited if over
+    """
+
+    def __init__(
+        self,
+        *,
+        handshake: str | None = "30 per minute",
+        jwe: str | None = "600 per minute",
+        storage: Storage | None = None,
+    ) -> None:
+        self.handshake_limit = handshake or None
+        self.jwe_limit = jwe or None
+        self._handshake = parse_limit(handshake, "HYBRID_HANDSHAKE_LIMIT")
+        self._jwe = parse_limit(jwe, "HYBRID_JWE_LIMIT")
+        self.storage = storage if storage is not None else MemoryStorage(wrap_exceptions=True)
+        self._limiter = FixedWindowRateLimiter(self.storage)
+
+    def hit_handshake(self, address: str | None) -> None:
+        """Count a handshake (``POST {prefix}/session``) from ``address``."""
+        self._hit(self._handshake, "handshake", address)
+
+    def hit_jwe(self, address: str | None) -> None:
+        """Count a J request encrypted to an identity key, before its RSA unwrap."""
+        self._hit(self._jwe, "jwe", address)
+
+    def _hit(self, limit: RateLimitItem | None, scope: str, address: str | None) -> None:
+        if limit is None:
+            return
+        key = client_key(address)
+        try:
+            if self._limiter.hit(limit, scope, key):
+                return
+            reset_at = self._limiter.get_window_stats(limit, scope, key).reset_time
+        except (StorageError, OSError):
+            logger.warning("flask-hybrid: the rate limit storage is unavailable; not limiting")
+            return
+        retry_after = max(1, math.ceil(reset_at - time.time()))  # the storages' clock
+        raise RateLimited(f"{scope}_limit", retry_after=retry_after)
