@@ -777,8 +777,10 @@ class SessionClient:
         )
 
     def close(self, *, headers: Mapping[str, str | None] | None = None) -> int:
-        """DELETE {prefix}/session with the bearer token; returns the status."""
-        req_headers = _merge_headers({"Authorization": f"Bearer {self.token}"}, headers)
+        """DELETE {prefix}/session with the bearer token and device id; returns the status."""
+        req_headers = _merge_headers(
+            {"Authorization": f"Bearer {self.token}", "X-Device-Id": self.device_id}, headers
+        )
         status, _, _ = _send(self.transport, "DELETE", f"{self.prefix}/session", req_headers, b"")
         return status
 
