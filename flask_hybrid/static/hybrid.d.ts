@@ -12,15 +12,19 @@ export type ServerErrorCode =
   | "store_unavailable";
 
 /**
- * Client-side codes: `invalid_signature` (a required X-Response-Signature is missing or does not
- * verify), `invalid_response` (a response that does not open, is malformed, answers another
- * request, or is not sealed when it must be).
+ * Client-side codes: `invalid_signature` (an answer that counts only with the server's RFC 9421
+ * signature bound to this request — a refusal, a bodiless or unsealed answer to an encrypted
+ * request, the handshake's or the session DELETE's answer — has none, or one that does not
+ * verify or answers another request; never retried), `invalid_response` (a response that does
+ * not open, is malformed, answers another request, or is not sealed when it must be).
  */
 export type ClientErrorCode = "invalid_signature" | "invalid_response";
 
 export type HybridErrorCode = ServerErrorCode | ClientErrorCode;
 
 export declare const SERVER_ERROR_CODES: readonly ServerErrorCode[];
+/** The HTTP status of each code of the error table; a refusal must carry its code's status. */
+export declare const SERVER_ERROR_STATUS: Readonly<Record<ServerErrorCode, number>>;
 
 /** Every protocol failure. Network failures stay the TypeError that fetch throws. */
 export declare class HybridError extends Error {
@@ -46,7 +50,10 @@ export interface JSEncryptLike {
   encrypt(text: string): string | false | null;
 }
 
-/** What `beforeSend` sees, and may change, just before a request goes on the wire. */
+/**
+ * What `beforeSend` sees, and may change, just before a request goes on the wire. A changed body
+ * gets a fresh Content-Digest unless the hook changed that header itself.
+ */
 export interface WireRequest {
   url: string;
   method: string;
@@ -74,9 +81,11 @@ export interface ExchangeInfo {
   /** The response was sealed and opened (false for refusals and plain E answers). */
   sealed: boolean;
   /**
-   * X-Response-Signature: "valid" (present and verified), "absent" (none, and none was required),
+   * The request-bound RFC 9421 signature (Signature-Input / Signature): "valid" (verified and
+   * bound to this request), "absent" (none, and none was required: a plain request's answer),
    * "not-needed" (none, on a sealed answer: the AEAD authenticates it). A bad or required-but-
    * missing signature rejects with `invalid_signature` (then `error` says so).
+   * X-Response-Signature (body only) plays no part in the client's decisions.
    */
   signature: "valid" | "absent" | "not-needed";
   /** The decrypted response body text, when sealed. */
@@ -102,8 +111,13 @@ export interface ConnectOptions {
   jsencrypt?: JSEncryptLike | null;
   /** Formats S and J: one CEK (and wrapped key) per session / identity key, fresh IV and jti each time. */
   reuseKey?: boolean;
-  /** The identity key used and the signatures verified must have this kid (RFC 7638 thumbprint). */
+  /** The identity key used must have this kid (RFC 7638 thumbprint); by default the signing key too. */
   pinnedKid?: string | null;
+  /**
+   * Response signatures must be made by the signing key with this kid (jwks.json entries with
+   * `"use": "sig"`, or any entry when none says `use`). Default: pinnedKid; null: any signing key.
+   */
+  pinnedSigningKid?: string | null;
   /** Format E: send X-Encrypt-Response: true and open the sealed answer. Default true. */
   encryptResponse?: boolean;
   /** The fetch to use. Default globalThis.fetch. */
@@ -123,7 +137,7 @@ export declare class HybridClient {
   /**
    * Fetch the server's keys (GET {prefix}/jwks.json; format E: GET {prefix}/public-key) and, for
    * "session", make the signed handshake. Rejects with HybridError (`unknown_key` when a pinned kid
-   * is not served, `invalid_signature` for a bad handshake signature, ...).
+   * is not served, `invalid_signature` when the handshake's answer is not signed for it, ...).
    */
   static connect(options: ConnectOptions): Promise<HybridClient>;
 
@@ -136,6 +150,7 @@ export declare class HybridClient {
   readonly deviceId: string;
   reuseKey: boolean;
   pinnedKid: string | null;
+  pinnedSigningKid: string | null;
   encryptResponse: boolean;
   onExchange: ((exchange: ExchangeInfo) => void) | null;
   /** The last exchange of a request, handshake or close (see ExchangeInfo). */
@@ -152,17 +167,23 @@ export declare class HybridClient {
    * `input`: a path ("/api/orders?x=1", joined to baseUrl) or an absolute URL. The body's content
    * type is init.headers Content-Type, default application/json (S and E carry JSON only: a
    * TypeError otherwise). Without a body (GET, DELETE, HEAD...), J sends X-Hybrid-JWE and S sends
-   * X-Encrypted-Aes-Key so that the answer is still sealed; E has no such form and sends the
-   * request in the clear (its answer's signature is verified when present).
+   * X-Encrypted-Aes-Key (a fresh wrapped CEK each time) so that the answer is still sealed; E has
+   * no such form and sends the request in the clear (its answer's signature is verified when
+   * present). Encrypted requests carry `Content-Digest: sha-256=:...:` (RFC 9530).
    *
-   * Retries once after `unknown_key` (keys refetched) and, format S, after `invalid_session`
-   * (new handshake). Other refusals reject with their HybridError.
+   * An answer that is not sealed — a refusal, a 204/304 or empty body, format E's plain answer —
+   * counts only with the server's RFC 9421 signature bound to this request; otherwise the call
+   * rejects with `invalid_signature` and is never retried (the app may have run the request).
+   * Retries once after such a verified `unknown_key` (keys refetched) and, format S,
+   * `invalid_session` (new handshake). Other refusals reject with their HybridError.
    */
   fetch(input: string | URL, init?: HybridRequestInit): Promise<Response>;
 
   /**
    * Format S: DELETE {prefix}/session, forget the session; later fetch() calls reject with
-   * `invalid_session`. Formats J and E: forget a reused CEK; the client stays usable.
+   * `invalid_session`. Rejects with `invalid_signature` when the answer is not signed for this
+   * DELETE (the session is forgotten locally anyway). Formats J and E: forget a reused CEK; the
+   * client stays usable.
    */
   close(): Promise<void>;
 }
@@ -225,7 +246,10 @@ export declare function aesGcmOpen(
   tag: Uint8Array,
   aad?: BytesLike,
 ): Promise<Uint8Array>;
-/** Verify an X-Response-Signature (b64 RSASSA-PKCS1-v1_5 SHA-256) over the exact body bytes. */
+/**
+ * Verify an X-Response-Signature (b64 RSASSA-PKCS1-v1_5 SHA-256) over the exact body bytes. It
+ * says nothing about which request the body answers: the client decides on verifyResponseSignature.
+ */
 export declare function verifySignature(
   key: CryptoKey | string | RsaPublicJwk,
   signatureB64: string,
@@ -328,3 +352,73 @@ export declare function openJweResponse(
   jwe: string,
   options?: { req?: string },
 ): Promise<{ header: JweResponseHeader; plaintext: Uint8Array; status: number; contentType: string | null }>;
+
+// ---- Request-bound response signatures (RFC 9421, RFC 9530, RFC 8941) -------------------------
+
+/** An RFC 8941 token. */
+export interface SfToken {
+  readonly token: string;
+}
+/** The bare items of the supported subset: strings, integers, booleans, byte sequences, tokens. */
+export type SfBareItem = string | number | boolean | Uint8Array | SfToken;
+export interface SfItem {
+  value: SfBareItem;
+  params: Map<string, SfBareItem>;
+}
+export interface SfInnerList {
+  value: SfItem[];
+  params: Map<string, SfBareItem>;
+}
+/**
+ * Parse an RFC 8941 dictionary strictly (decimals, dates and display strings are refused; byte
+ * sequences are strict padded base64). Throws a SyntaxError on any defect.
+ */
+export declare function parseStructuredDictionary(text: string): Map<string, SfItem | SfInnerList>;
+
+/** `sha-256=:<b64>:`, the RFC 9530 Content-Digest of a body (null/undefined = empty). */
+export declare function contentDigest(body: BytesLike | null | undefined): Promise<string>;
+/** Whether a Content-Digest value has a sha-256 member and every sha-256/sha-512 member matches. */
+export declare function contentDigestMatches(fieldValue: string, body: BytesLike | null | undefined): Promise<boolean>;
+
+/** Headers as a Headers object or a plain record. */
+export type HeadersLike = Headers | Record<string, string>;
+/** The request as the client sent it. */
+export interface SentRequest {
+  method: string;
+  headers: HeadersLike;
+}
+/** The response as received. */
+export interface ReceivedResponse {
+  status: number;
+  headers: HeadersLike;
+}
+
+/**
+ * The components (serialized, e.g. `"@method";req`) a response to a request with these headers
+ * must cover: "@status", "content-digest", "@method";req, "content-digest";req when sent, and
+ * the key header of a bodiless request ("x-hybrid-jwe";req / "x-encrypted-aes-key";req).
+ */
+export declare function requiredSignatureComponents(requestHeaders: HeadersLike): string[];
+
+/**
+ * Read a response's `hybrid` signature and rebuild its signature base (RFC 9421 §2.5) from the
+ * request as sent and the response as received, with no cryptography: nothing returned is
+ * trusted yet. Rejects a wrong label, tag, alg, a missing keyid or created, or a missing required
+ * component with HybridError `invalid_signature` (thrown).
+ */
+export declare function unverifiedResponseSignature(options: {
+  request: SentRequest;
+  response: ReceivedResponse;
+}): { base: string; keyid: string; created: number; components: string[]; signature: Uint8Array };
+
+/**
+ * Verify a flask-hybrid response signature bound to this request (PROTOCOL.md, "How a client
+ * verifies an answer"): parameters and components, Content-Digest = the received body's, and
+ * RSASSA-PKCS1-v1_5 SHA-256 under `keyFor(keyid)` (null: keyid is no signing key). Resolves to
+ * the keyid; rejects with HybridError `invalid_signature`.
+ */
+export declare function verifyResponseSignature(options: {
+  request: SentRequest;
+  response: ReceivedResponse & { body: BytesLike };
+  keyFor: (keyid: string) => PublicKeyLike | null | Promise<PublicKeyLike | null>;
+}): Promise<string>;

@@ -37,13 +37,26 @@ export const SERVER_ERROR_CODES = Object.freeze([
   "store_unavailable",
 ]);
 
+/** The HTTP status of each code of the error table: a refusal must carry its code's status. */
+export const SERVER_ERROR_STATUS = Object.freeze({
+  invalid_payload: 400,
+  invalid_session: 401,
+  unknown_key: 401,
+  replayed_request: 409,
+  payload_too_large: 413,
+  encryption_required: 415,
+  rate_limited: 429,
+  store_unavailable: 503,
+});
+
 /**
  * Every failure of the protocol surfaces as a HybridError. `code` is one of SERVER_ERROR_CODES
- * (the server refused the request) or a client-side code: `invalid_signature` (a signature that
- * was required is missing or does not verify) or `invalid_response` (a response that does not
- * open, is malformed, or is not sealed when it must be). `status` is the HTTP status of the
- * response concerned (0 when there was none); `retryAfter` is the number of seconds of a 429's
- * `Retry-After` (null otherwise).
+ * (the server refused the request) or a client-side code: `invalid_signature` (an answer that
+ * must carry a request-bound signature — a refusal, a bodiless or unsealed answer to an
+ * encrypted request, the handshake's answer — has none, or one that does not verify or answers
+ * another request) or `invalid_response` (a response that does not open, is malformed, or is not
+ * sealed when it must be). `status` is the HTTP status of the response concerned (0 when there
+ * was none); `retryAfter` is the number of seconds of a 429's `Retry-After` (null otherwise).
  */
 export class HybridError extends Error {
   /**
@@ -60,8 +73,11 @@ export class HybridError extends Error {
   }
 }
 
-/** Refusals that really came from the server (as opposed to local checks): only those retry. */
-const serverRefusals = new WeakSet();
+/**
+ * Refusals whose request-bound signature verified: the server itself says it refused *this*
+ * request, so the app never ran it. Only those are retried.
+ */
+const verifiedRefusals = new WeakSet();
 
 const invalidResponse = (message, status = 0, cause) =>
   new HybridError("invalid_response", message, { status, cause });
@@ -296,6 +312,374 @@ export async function verifySignature(key, signatureB64, body) {
   }
   const verifyKey = key instanceof CryptoKey ? key : await importRsaPublicKey(key, "verify");
   return subtle().verify({ name: "RSASSA-PKCS1-v1_5" }, verifyKey, signature, toBytes(body));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Structured field values (RFC 8941): the subset the signature headers use
+// ---------------------------------------------------------------------------------------------
+
+const SF_KEY = /[a-z*][a-z0-9_\-.*]*/y;
+const SF_TOKEN = /[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*/y;
+const SF_INTEGER = /-?[0-9]+/y;
+const SF_BYTES = /:([A-Za-z0-9+/=]*):/y;
+
+/** A strict RFC 8941 parser over one field value; every defect throws a SyntaxError. */
+class StructuredFieldParser {
+  constructor(text) {
+    if (typeof text !== "string") throw new SyntaxError("a structured field value is a string");
+    this.text = text;
+    this.pos = 0;
+  }
+
+  fail(what) {
+    throw new SyntaxError(`structured field: ${what} at offset ${this.pos}`);
+  }
+
+  peek() {
+    return this.text[this.pos];
+  }
+
+  match(re) {
+    re.lastIndex = this.pos;
+    const m = re.exec(this.text);
+    if (m) this.pos = re.lastIndex;
+    return m;
+  }
+
+  skip(chars) {
+    while (this.pos < this.text.length && chars.includes(this.text[this.pos])) this.pos++;
+  }
+
+  key() {
+    const m = this.match(SF_KEY);
+    if (!m) this.fail("expected a key");
+    return m[0];
+  }
+
+  bareItem() {
+    const c = this.peek();
+    if (c === "-" || (c >= "0" && c <= "9")) {
+      const m = this.match(SF_INTEGER);
+      if (!m || m[0].replace("-", "").length > 15) this.fail("expected an integer of 1 to 15 digits");
+      if (this.peek() === ".") this.fail("decimals are not supported");
+      return Number(m[0]);
+    }
+    if (c === '"') return this.string();
+    if (c === ":") {
+      const m = this.match(SF_BYTES);
+      if (!m) this.fail("unterminated byte sequence");
+      try {
+        return b64decode(m[1]);
+      } catch {
+        return this.fail("a byte sequence that is not strict base64");
+      }
+    }
+    if (c === "?") {
+      const value = this.text[this.pos + 1];
+      if (value !== "0" && value !== "1") this.fail("expected ?0 or ?1");
+      this.pos += 2;
+      return value === "1";
+    }
+    const m = this.match(SF_TOKEN);
+    if (!m) this.fail("expected an item");
+    return Object.freeze({ token: m[0] });
+  }
+
+  string() {
+    let out = "";
+    for (this.pos++; ; ) {
+      if (this.pos >= this.text.length) this.fail("unterminated string");
+      const c = this.text[this.pos++];
+      if (c === '"') return out;
+      if (c === "\\") {
+        const escaped = this.text[this.pos++];
+        if (escaped !== '"' && escaped !== "\\") this.fail("a bad escape in a string");
+        out += escaped;
+      } else if (c < " " || c > "~") {
+        this.fail("a character outside printable ASCII in a string");
+      } else {
+        out += c;
+      }
+    }
+  }
+
+  params() {
+    const params = new Map();
+    while (this.peek() === ";") {
+      this.pos++;
+      this.skip(" ");
+      const key = this.key();
+      let value = true;
+      if (this.peek() === "=") {
+        this.pos++;
+        value = this.bareItem();
+      }
+      params.set(key, value); // a repeated key overwrites (RFC 8941 §4.2.3.2)
+    }
+    return params;
+  }
+
+  member() {
+    if (this.peek() !== "(") {
+      const value = this.bareItem();
+      return { value, params: this.params() };
+    }
+    this.pos++;
+    const items = [];
+    for (;;) {
+      this.skip(" ");
+      if (this.peek() === ")") {
+        this.pos++;
+        return { value: items, params: this.params() };
+      }
+      const value = this.bareItem();
+      items.push({ value, params: this.params() });
+      if (this.peek() !== " " && this.peek() !== ")") this.fail("expected a space or ) in an inner list");
+    }
+  }
+
+  dictionary() {
+    const dict = new Map();
+    this.skip(" ");
+    if (this.pos >= this.text.length) this.fail("an empty dictionary");
+    for (;;) {
+      const key = this.key();
+      let member;
+      if (this.peek() === "=") {
+        this.pos++;
+        member = this.member();
+      } else {
+        member = { value: true, params: this.params() };
+      }
+      dict.set(key, member); // a repeated key overwrites (RFC 8941 §4.2.2)
+      this.skip(" \t");
+      if (this.pos >= this.text.length) return dict;
+      if (this.peek() !== ",") this.fail("expected a comma");
+      this.pos++;
+      this.skip(" \t");
+      if (this.pos >= this.text.length) this.fail("a trailing comma");
+    }
+  }
+}
+
+/**
+ * Parse an RFC 8941 dictionary field value (as `Signature-Input`, `Signature` and
+ * `Content-Digest` are). Strict, for the subset flask-hybrid uses: members are items or inner
+ * lists with parameters; bare items are strings, integers (a JS number), booleans, byte
+ * sequences (a Uint8Array, strict padded base64) and tokens (`{token}`). Decimals, dates and
+ * display strings are refused. Any defect throws a SyntaxError.
+ * @returns {Map<string, {value: any, params: Map<string, any>}>} an inner list's `value` is an array of `{value, params}`
+ */
+export function parseStructuredDictionary(text) {
+  return new StructuredFieldParser(text).dictionary();
+}
+
+function serializeBareItem(value) {
+  if (typeof value === "boolean") return value ? "?1" : "?0";
+  if (typeof value === "number" && Number.isInteger(value)) return String(value);
+  if (typeof value === "string") return `"${value.replace(/[\\"]/g, "\\$&")}"`;
+  if (value instanceof Uint8Array) return `:${b64encode(value)}:`;
+  if (value && typeof value.token === "string") return value.token;
+  throw new TypeError("not a structured field item of the supported subset");
+}
+
+function serializeParams(params) {
+  let out = "";
+  for (const [key, value] of params) out += value === true ? `;${key}` : `;${key}=${serializeBareItem(value)}`;
+  return out;
+}
+
+const serializeItem = ({ value, params }) => serializeBareItem(value) + serializeParams(params);
+const serializeInnerList = ({ value, params }) => `(${value.map(serializeItem).join(" ")})${serializeParams(params)}`;
+
+// ---------------------------------------------------------------------------------------------
+// Request-bound response signatures (RFC 9421 over RFC 9530 digests; PROTOCOL.md)
+// ---------------------------------------------------------------------------------------------
+
+const SIGNATURE_LABEL = "hybrid";
+const SIGNATURE_TAG = "flask-hybrid";
+const SIGNATURE_ALG = "rsa-v1_5-sha256";
+/** Request headers that carry the key of a bodiless request (S and J header forms). */
+const KEY_HEADERS = ["x-hybrid-jwe", "x-encrypted-aes-key"];
+const DIGEST_ALGORITHMS = { "sha-256": "SHA-256", "sha-512": "SHA-512" };
+
+function bytesEqual(a, b) {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+/**
+ * The RFC 9530 `Content-Digest` field value of a body: `sha-256=:<b64 of SHA-256>:`. `body` is
+ * bytes or a string (as UTF-8); null/undefined is the empty body.
+ * @returns {Promise<string>}
+ */
+export async function contentDigest(body) {
+  const digest = new Uint8Array(await subtle().digest("SHA-256", toBytes(body ?? "")));
+  return `sha-256=:${b64encode(digest)}:`;
+}
+
+/**
+ * Whether a `Content-Digest` field value describes `body`: it must have a `sha-256` member, and
+ * every `sha-256` / `sha-512` member must be that digest of the bytes. Other algorithms are
+ * ignored (RFC 9530 §2).
+ * @returns {Promise<boolean>}
+ */
+export async function contentDigestMatches(fieldValue, body) {
+  let members;
+  try {
+    members = parseStructuredDictionary(fieldValue);
+  } catch {
+    return false;
+  }
+  if (!members.has("sha-256")) return false;
+  const bytes = toBytes(body ?? "");
+  for (const [name, algorithm] of Object.entries(DIGEST_ALGORITHMS)) {
+    const member = members.get(name);
+    if (member === undefined) continue;
+    if (!(member.value instanceof Uint8Array)) return false;
+    const digest = new Uint8Array(await subtle().digest(algorithm, bytes));
+    if (!bytesEqual(digest, member.value)) return false;
+  }
+  return true;
+}
+
+const asHeaders = (headers) => (headers instanceof Headers ? headers : new Headers(headers ?? undefined));
+
+/**
+ * The components (serialized, e.g. `"@method";req`) a response to this request must cover:
+ * `"@status"`, `"content-digest"`, `"@method";req`, `"content-digest";req` when the request
+ * carried `Content-Digest`, and `"x-hybrid-jwe";req` / `"x-encrypted-aes-key";req` when it
+ * carried that key header (the bodiless J and S forms).
+ * @returns {string[]}
+ */
+export function requiredSignatureComponents(requestHeaders) {
+  const sent = asHeaders(requestHeaders);
+  const required = ['"@status"', '"content-digest"', '"@method";req'];
+  if (sent.has("content-digest")) required.push('"content-digest";req');
+  for (const name of KEY_HEADERS) if (sent.has(name)) required.push(`"${name}";req`);
+  return required;
+}
+
+const badSignature = (message, status = 0) => new HybridError("invalid_signature", message, { status });
+
+/** A component's value (RFC 9421 §2): derived ones, or a field value as sent, trimmed. */
+function componentValue(name, fromRequest, request, response) {
+  if (name === "@status") {
+    if (fromRequest) throw badSignature('"@status";req names no part of a request');
+    return String(response.status).padStart(3, "0");
+  }
+  if (name === "@method") {
+    if (!fromRequest) throw badSignature('"@method" is a component of the request: ;req is needed');
+    return request.method;
+  }
+  if (name.startsWith("@")) throw badSignature(`the signature covers ${name}, which this client does not rebuild`);
+  const value = (fromRequest ? request.headers : response.headers).get(name);
+  if (value === null) {
+    throw badSignature(`the signature covers ${name}${fromRequest ? " of the request" : ""}, which is absent`);
+  }
+  return value.replace(/^[ \t]+|[ \t]+$/g, "");
+}
+
+/**
+ * Read the `hybrid` signature of a response and rebuild its RFC 9421 signature base from the
+ * request as the client itself sent it (`method`, `headers`) and the response as received
+ * (`status`, `headers`). No cryptography happens here, so nothing it returns is trusted yet.
+ * Checks the label, `tag="flask-hybrid"`, `alg="rsa-v1_5-sha256"`, a string `keyid`, an integer
+ * `created`, and that every required component is covered. Any defect throws HybridError
+ * `invalid_signature`.
+ * @returns {{base: string, keyid: string, created: number, components: string[], signature: Uint8Array}}
+ */
+export function unverifiedResponseSignature({ request, response }) {
+  const sentRequest = { method: String(request.method), headers: asHeaders(request.headers) };
+  const received = { status: response.status, headers: asHeaders(response.headers) };
+  const status = received.status;
+  const inputField = received.headers.get("signature-input");
+  const signatureField = received.headers.get("signature");
+  if (inputField === null || signatureField === null) {
+    throw badSignature(`the answer (${status}) carries no request-bound signature`, status);
+  }
+  let input;
+  let signature;
+  try {
+    input = parseStructuredDictionary(inputField).get(SIGNATURE_LABEL);
+    signature = parseStructuredDictionary(signatureField).get(SIGNATURE_LABEL);
+  } catch (err) {
+    throw new HybridError("invalid_signature", `malformed signature fields: ${err.message}`, { status, cause: err });
+  }
+  if (!input || !Array.isArray(input.value) || !signature || !(signature.value instanceof Uint8Array)) {
+    throw badSignature(`the answer (${status}) has no "${SIGNATURE_LABEL}" signature`, status);
+  }
+  const params = input.params;
+  if (params.get("tag") !== SIGNATURE_TAG || params.get("alg") !== SIGNATURE_ALG) {
+    throw badSignature(`the signature is not tag "${SIGNATURE_TAG}", alg "${SIGNATURE_ALG}"`, status);
+  }
+  const keyid = params.get("keyid");
+  const created = params.get("created");
+  if (typeof keyid !== "string" || !keyid || !Number.isInteger(created)) {
+    throw badSignature("the signature has no keyid or created", status);
+  }
+
+  const lines = [];
+  const components = [];
+  for (const item of input.value) {
+    if (typeof item.value !== "string") throw badSignature("a covered component that is not a string", status);
+    const name = item.value;
+    for (const [param, value] of item.params) {
+      if (param !== "req" || value !== true) throw badSignature(`component parameter ;${param} is not supported`, status);
+    }
+    const fromRequest = item.params.has("req");
+    if (name !== name.toLowerCase()) throw badSignature(`component ${name} is not lower case`, status);
+    const id = serializeItem(item);
+    if (components.includes(id)) throw badSignature(`component ${id} is covered twice`, status);
+    components.push(id);
+    let value;
+    try {
+      value = componentValue(name, fromRequest, sentRequest, received);
+    } catch (err) {
+      err.status = status;
+      throw err;
+    }
+    if (/[^\x20-\x7e]/.test(value)) throw badSignature(`component ${id} is not printable ASCII`, status);
+    lines.push(`${id}: ${value}`);
+  }
+  for (const id of requiredSignatureComponents(sentRequest.headers)) {
+    if (!components.includes(id)) throw badSignature(`the signature does not cover ${id}: not bound to this request`, status);
+  }
+  lines.push(`"@signature-params": ${serializeInnerList(input)}`);
+  return { base: lines.join("\n"), keyid, created, components, signature: signature.value };
+}
+
+/**
+ * Verify that a response carries a valid flask-hybrid signature bound to this request
+ * (PROTOCOL.md, "How a client verifies an answer"):
+ *   1-2. the `hybrid` signature's parameters and covered components (unverifiedResponseSignature);
+ *   3.   the base rebuilt from `request` (what the client itself sent: `method`, `headers`) and
+ *        `response` (`status`, `headers`, `body` as received), and `Content-Digest` = the body's;
+ *   4.   RSASSA-PKCS1-v1_5 SHA-256 under `keyFor(keyid)` — a CryptoKey (verify), PEM or JWK of
+ *        the server's signing key, or null when keyid names none.
+ * Resolves to the keyid; rejects with HybridError `invalid_signature` on any defect.
+ * @returns {Promise<string>}
+ */
+export async function verifyResponseSignature({ request, response, keyFor }) {
+  const { base, keyid, signature } = unverifiedResponseSignature({ request, response });
+  const status = response.status;
+  const digest = asHeaders(response.headers).get("content-digest");
+  if (digest === null || !(await contentDigestMatches(digest, response.body))) {
+    throw badSignature("the answer's Content-Digest does not match its body", status);
+  }
+  const key = await keyFor(keyid);
+  if (!key) throw badSignature(`the signature's keyid ${keyid} is not a signing key of the server`, status);
+  let valid;
+  try {
+    const verifyKey = key instanceof CryptoKey ? key : await importRsaPublicKey(key, "verify");
+    valid = await subtle().verify({ name: "RSASSA-PKCS1-v1_5" }, verifyKey, signature, encoder.encode(base));
+  } catch (err) {
+    throw new HybridError("invalid_signature", "the signing key is not a usable RSA key", { status, cause: err });
+  }
+  if (!valid) throw badSignature("the answer's signature does not verify", status);
+  return keyid;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -606,12 +990,16 @@ function tryParseJson(text) {
   }
 }
 
-/** `{code, message}` of a flask-hybrid refusal body, or null. */
+/**
+ * `{code, message}` of a flask-hybrid refusal, or null: a JSON body `{"error": <code>}` of the
+ * error table, answered with that code's status (a 200 whose body reads `{"error":
+ * "unknown_key"}` is an answer, not a refusal).
+ */
 function parseRefusal(res, text) {
   if (!isJsonType(res.headers.get("content-type"))) return null;
   const body = tryParseJson(text);
   if (!body || typeof body !== "object" || typeof body.error !== "string") return null;
-  if (!SERVER_ERROR_CODES.includes(body.error)) return null;
+  if (!SERVER_ERROR_CODES.includes(body.error) || SERVER_ERROR_STATUS[body.error] !== res.status) return null;
   return { code: body.error, message: typeof body.message === "string" ? body.message : body.error };
 }
 
@@ -646,7 +1034,9 @@ function buildResponse(res, status, body, contentType) {
  * @property {Object<string, string>} responseHeaders
  * @property {string} responseBody the raw response body text as received
  * @property {boolean} sealed the response was sealed and opened
- * @property {"valid"|"absent"|"not-needed"} signature X-Response-Signature status
+ * @property {"valid"|"absent"|"not-needed"} signature the request-bound RFC 9421 signature:
+ *   "valid" (verified and bound to this request), "absent" (none, and none was needed: a plain
+ *   request's answer), "not-needed" (none, on a sealed answer: the AEAD authenticates it)
  * @property {string|null} plaintext the decrypted response body, when sealed
  * @property {{code: string, message: string}|null} error what the exchange ended with
  */
@@ -655,8 +1045,15 @@ function buildResponse(res, status, body, contentType) {
  * A client of a flask-hybrid API. Make one with `HybridClient.connect(options)`.
  *
  * Every call of `fetch()` encrypts the request body (a fresh CEK each time unless `reuseKey`),
- * asks for a sealed answer, checks it, and resolves to a standard Response with the server's
- * status and headers and the decrypted body. Protocol failures reject with HybridError.
+ * sends its RFC 9530 `Content-Digest`, asks for a sealed answer, checks it, and resolves to a
+ * standard Response with the server's status and headers and the decrypted body. An answer that
+ * is not sealed (a refusal, a bodiless or plain answer, the handshake's) counts only with the
+ * server's RFC 9421 signature bound to this request (PROTOCOL.md). Protocol failures reject with
+ * HybridError.
+ *
+ * Cross-origin APIs work as they are: the client reads only headers that flask-hybrid lists in
+ * `Access-Control-Expose-Headers` (Content-Digest, Signature-Input, Signature, ...), and sends
+ * Content-Digest and its key headers, which the API's CORS configuration must allow.
  */
 export class HybridClient {
   /**
@@ -678,6 +1075,7 @@ export class HybridClient {
     this.jsencrypt = options.jsencrypt ?? null;
     this.reuseKey = Boolean(options.reuseKey);
     this.pinnedKid = options.pinnedKid ?? null;
+    this.pinnedSigningKid = options.pinnedSigningKid !== undefined ? options.pinnedSigningKid : this.pinnedKid;
     this.encryptResponse = options.encryptResponse ?? true;
     this.onExchange = options.onExchange ?? null;
     /** @type {ExchangeInfo|null} what travelled on the wire in the last exchange */
@@ -691,7 +1089,7 @@ export class HybridClient {
       : (url, init) => fetchImpl.call(globalThis, url, init);
     this._beforeSend = options.beforeSend ?? null;
 
-    /** kid -> {kid, jwk, pem?, encryptKey?, verifyKey?}; kid = RFC 7638 thumbprint */
+    /** kid -> {kid, jwk, enc, sig, pem?, encryptKey?, verifyKey?}; kid = RFC 7638 thumbprint */
     this._keys = new Map();
     this._currentKid = null;
     this._jwksLoaded = false;
@@ -713,10 +1111,13 @@ export class HybridClient {
    * @param {object} [options.jsencrypt] a JSEncrypt instance: format E then wraps with PKCS#1 v1.5
    * @param {boolean} [options.reuseKey] S and J: one CEK (and wrapped key) for the session
    * @param {string} [options.pinnedKid] the identity key must have this kid (RFC 7638 thumbprint)
+   * @param {string|null} [options.pinnedSigningKid] response signatures must be made by the signing
+   *   key with this kid (default: pinnedKid; null: any signing key of jwks.json)
    * @param {boolean} [options.encryptResponse] format E: ask for a sealed response (default true)
    * @param {Function} [options.fetchImpl] fetch to use (default globalThis.fetch)
    * @param {Function} [options.onExchange] called with each ExchangeInfo
-   * @param {Function} [options.beforeSend] testing hook: may change `{url, method, headers, body}` before it is sent
+   * @param {Function} [options.beforeSend] testing hook: may change `{url, method, headers, body}` before it is
+   *   sent; a changed body gets a new Content-Digest unless the hook changed that header too
    * @returns {Promise<HybridClient>}
    */
   static async connect(options) {
@@ -749,7 +1150,10 @@ export class HybridClient {
    * sealed answer through a header (J, S); format E has no such form and sends it in the clear.
    *
    * Retries once, transparently, after `unknown_key` (keys refetched) and, for format S, after
-   * `invalid_session` (new handshake).
+   * `invalid_session` (new handshake) — only when that refusal carries a valid signature bound to
+   * this request, which proves that the app never ran it. An answer that should be signed and is
+   * not (an unsigned or replayed refusal, a 204 in place of a sealed answer) rejects with
+   * `invalid_signature` and is never retried: the request may have run.
    * @returns {Promise<Response>}
    */
   async fetch(input, init = {}) {
@@ -773,7 +1177,7 @@ export class HybridClient {
       try {
         return await this._attempt(request);
       } catch (err) {
-        if (!serverRefusals.has(err)) throw err;
+        if (!verifiedRefusals.has(err)) throw err;
         if (err.code === "unknown_key" && !keysRefetched) {
           keysRefetched = true;
           await this._refreshKeys();
@@ -792,8 +1196,10 @@ export class HybridClient {
 
   /**
    * End the client. Format S: `DELETE {prefix}/session` (the token is refused after) and
-   * forget the session; later `fetch()` calls reject with `invalid_session`. Formats J and E
-   * hold no session: only a reused CEK is forgotten, and the client stays usable.
+   * forget the session; later `fetch()` calls reject with `invalid_session`. The session is
+   * forgotten locally in any case; the call rejects with `invalid_signature` when the answer is
+   * not signed for this request (nothing then says the server ended the session). Formats J and
+   * E hold no session: only a reused CEK is forgotten, and the client stays usable.
    */
   async close() {
     this._reuse = null;
@@ -806,13 +1212,21 @@ export class HybridClient {
       Authorization: `Bearer ${session.token}`,
       "X-Device-Id": this.deviceId,
     });
-    const wire = await this._send("close", this._hybridUrl("/session"), "DELETE", headers, null, {});
+    const wire = await this._send("close", this._hybridUrl("/session"), "DELETE", headers, null, {}, { digest: true });
     const exchange = this._exchange("close", wire, { sealed: false, signature: "absent" });
-    if (wire.res.ok || wire.res.status === 401) {
-      this._record(exchange); // 401: the session was already gone, which is what we wanted
-      return;
+    try {
+      exchange.signature = await this._verifyBound(wire);
+      if (wire.res.ok || wire.res.status === 401) return; // 401: the session was already gone
+      const refusal = parseRefusal(wire.res, wire.text);
+      throw refusal
+        ? this._refusalError(refusal, wire.res, { verified: true })
+        : invalidResponse(`DELETE ${this.prefix}/session answered ${wire.res.status}`, wire.res.status);
+    } catch (err) {
+      exchange.error = { code: err.code ?? "error", message: err.message };
+      throw err;
+    } finally {
+      this._record(exchange);
     }
-    await this._refuse(wire, exchange, { signatureRequired: false });
   }
 
   // -- URLs -----------------------------------------------------------------------------------
@@ -849,7 +1263,7 @@ export class HybridClient {
     const wire = await this._send("keys", this._hybridUrl(path), "GET", new Headers({ Accept: "application/json" }), null, {});
     if (!wire.res.ok) {
       const refusal = parseRefusal(wire.res, wire.text);
-      if (refusal) throw this._refusalError(refusal, wire.res);
+      if (refusal) throw this._refusalError(refusal, wire.res, { verified: false });
       throw invalidResponse(`GET ${this.prefix}${path} answered ${wire.res.status}`, wire.res.status);
     }
     const data = tryParseJson(wire.text);
@@ -869,24 +1283,43 @@ export class HybridClient {
     }
     // kid = RFC 7638 thumbprint (PROTOCOL.md): a key advertised under another kid is not used.
     if (advertisedKid !== undefined && advertisedKid !== kid) return null;
-    const record = this._keys.get(kid) ?? { kid, jwk: { kty: "RSA", n: jwk.n, e: jwk.e } };
+    const record = this._keys.get(kid) ?? { kid, jwk: { kty: "RSA", n: jwk.n, e: jwk.e }, enc: false, sig: false };
     if (pem) record.pem = pem;
     this._keys.set(kid, record);
     return record;
   }
 
+  /**
+   * Load jwks.json. An entry is an identity (encryption) key with `"use": "enc"` or no `use`, and
+   * a signing key with `"use": "sig"` (and `alg` RS256, if it says one) — or any entry when no
+   * entry says `use` (servers whose identity keys also sign). A key that does both may be listed
+   * twice, once per use. The first identity key is the current one.
+   */
   async _loadJwks() {
     const data = await this._getJson("/jwks.json");
     if (!Array.isArray(data.keys)) throw invalidResponse("jwks.json has no keys array");
+    const anyUse = data.keys.some((jwk) => jwk && typeof jwk === "object" && jwk.use !== undefined);
+    const listed = new Set();
     let current = null;
     for (const jwk of data.keys) {
       const record = await this._keyRecord(jwk, jwk && jwk.kid);
-      if (record && !current) current = record; // the current key is listed first
+      if (!record) continue;
+      if (!listed.has(record.kid)) {
+        listed.add(record.kid);
+        record.enc = false;
+        record.sig = false;
+      }
+      if (jwk.use === undefined || jwk.use === "enc") record.enc = true;
+      if (!anyUse || (jwk.use === "sig" && (jwk.alg === undefined || jwk.alg === "RS256"))) record.sig = true;
+      if (record.enc && !current) current = record; // the current key is listed first
+    }
+    for (const record of this._keys.values()) {
+      if (!listed.has(record.kid)) record.sig = false; // no longer published as a signing key
     }
     if (!current) throw invalidResponse("jwks.json lists no usable RSA key (>= 2048 bits, kid = thumbprint)");
     this._currentKid = current.kid;
     this._jwksLoaded = true;
-    if (this.pinnedKid && !this._keys.has(this.pinnedKid)) {
+    if (this.pinnedKid && !this._keys.get(this.pinnedKid)?.enc) {
       throw new HybridError("unknown_key", `the server has no identity key with the pinned kid ${this.pinnedKid}`);
     }
   }
@@ -902,11 +1335,12 @@ export class HybridClient {
     }
     let record = await this._keyRecord(jwk, data.kid, data.publicKey);
     if (!record) throw invalidResponse("public-key is not usable (>= 2048 bits, kid = thumbprint)");
+    record.enc = true;
     if (this.pinnedKid && record.kid !== this.pinnedKid) {
       // Not the current key: the pinned one may still be loaded on the server (jwks.json).
       if (!this._jwksLoaded) await this._loadJwks();
       record = this._keys.get(this.pinnedKid);
-      if (!record) throw new HybridError("unknown_key", `no identity key with the pinned kid ${this.pinnedKid}`);
+      if (!record?.enc) throw new HybridError("unknown_key", `no identity key with the pinned kid ${this.pinnedKid}`);
       record.pem = record.pem ?? (await jwkToPem(record.jwk));
     }
     this._envelopeKey = record;
@@ -925,7 +1359,7 @@ export class HybridClient {
   _identityKey() {
     const kid = this.pinnedKid ?? this._currentKid;
     const record = this._keys.get(kid);
-    if (!record) throw new HybridError("unknown_key", `no identity key with kid ${kid}`);
+    if (!record?.enc) throw new HybridError("unknown_key", `no identity key with kid ${kid}`);
     return record;
   }
 
@@ -934,40 +1368,46 @@ export class HybridClient {
     return record.encryptKey;
   }
 
-  /** The verify key of a signature's kid: pinned kid only, jwks.json refetched once if unknown. */
-  async _verifyKey(kid) {
-    if (!kid || (this.pinnedKid && kid !== this.pinnedKid)) return null;
+  /**
+   * The verify key of a signing key of the server (jwks.json), or null: the pinned signing kid
+   * only, if there is one; jwks.json is (re)fetched once when the kid is not known to sign.
+   */
+  async _signingKey(kid) {
+    if (typeof kid !== "string" || !kid) return null;
+    if (this.pinnedSigningKid && kid !== this.pinnedSigningKid) return null;
     let record = this._keys.get(kid);
-    if (!record) {
+    if (!record?.sig) {
       try {
         await this._loadJwks();
       } catch {
         return null;
       }
       record = this._keys.get(kid);
-      if (!record) return null;
+      if (!record?.sig) return null;
     }
     record.verifyKey = record.verifyKey ?? (await importRsaPublicKey(record.jwk, "verify"));
     return record.verifyKey;
   }
 
   /**
-   * Check X-Response-Signature over the exact body bytes. Returns "valid" or "absent"; throws
-   * `invalid_signature` when it is bad, or absent while `required`.
+   * Check that an answer carries a valid signature bound to the request as sent (`wire`): returns
+   * "valid", or throws `invalid_signature` with the answer's status.
    */
-  async _checkSignature(wire, required) {
-    const signature = wire.res.headers.get("x-response-signature");
-    if (!signature) {
-      if (required) {
-        throw new HybridError("invalid_signature", "the response is not signed", { status: wire.res.status });
+  async _verifyBound(wire) {
+    try {
+      await verifyResponseSignature({
+        request: { method: wire.method, headers: wire.headers },
+        response: { status: wire.res.status, headers: wire.res.headers, body: wire.bytes },
+        keyFor: (keyid) => this._signingKey(keyid),
+      });
+    } catch (err) {
+      if (err instanceof HybridError) {
+        err.status = wire.res.status;
+        throw err;
       }
-      return "absent";
-    }
-    const kid = wire.res.headers.get("x-response-signature-kid") ?? this.kid;
-    const key = await this._verifyKey(kid);
-    if (!key || !(await verifySignature(key, signature, wire.bytes))) {
-      throw new HybridError("invalid_signature", "the response signature does not verify", {
+      throw new HybridError("invalid_signature", "the answer's signature could not be checked", {
         status: wire.res.status,
+        cause: err,
       });
     }
     return "valid";
@@ -993,13 +1433,17 @@ export class HybridClient {
     const aesKey = await importCek(raw);
     raw.fill(0);
     const headers = new Headers({ "Content-Type": "application/json", Accept: "application/json" });
-    const wire = await this._send("handshake", this._hybridUrl("/session"), "POST", headers, body, {});
+    const wire = await this._send("handshake", this._hybridUrl("/session"), "POST", headers, body, {}, { digest: true });
     const exchange = this._exchange("handshake", wire, { sealed: false, signature: "absent" });
-    if (wire.res.status !== 201) {
-      return this._refuse(wire, exchange, { signatureRequired: false });
-    }
     try {
-      exchange.signature = await this._checkSignature(wire, true);
+      // Every answer to the handshake, a refusal too, counts only signed for this handshake.
+      exchange.signature = await this._verifyBound(wire);
+      if (wire.res.status !== 201) {
+        const refusal = parseRefusal(wire.res, wire.text);
+        throw refusal
+          ? this._refusalError(refusal, wire.res, { verified: true })
+          : invalidResponse(`the handshake answered ${wire.res.status}`, wire.res.status);
+      }
       const envelope = tryParseJson(wire.text);
       const info = await openHandshakeResponse(aesKey, envelope);
       let publicKey;
@@ -1046,15 +1490,18 @@ export class HybridClient {
     const headers = new Headers(userHeaders);
     let wireBody = null;
     let open; // (wire) => {plaintext, status, contentType} for a sealed answer, or null if not sealed
-    let signatureRequired = false; // for an unsealed answer
     let mustBeSealed = true;
+    // Encrypted requests carry Content-Digest, and any answer to them that is not sealed must be
+    // signed for them. Only a bodiless format E request is not encrypted (E has no header form).
+    const encrypted = this.format !== "envelope" || body !== null;
 
     if (this.format === "session") {
       const session = await this._ensureSession();
       request.session = session;
-      const { cekKey, wrapped } = await this._cek(session.sessionId, async (raw) =>
-        b64encode(await rsaOaepEncrypt(session.publicKey, raw)),
-      );
+      const wrap = async (raw) => b64encode(await rsaOaepEncrypt(session.publicKey, raw));
+      // A bodiless request wraps a fresh CEK even with reuseKey: its X-Encrypted-Aes-Key is all
+      // that tells it apart from another bodiless request, and its answer's signature covers it.
+      const { cekKey, wrapped } = body ? await this._cek(session.sessionId, wrap) : await prepareCek(wrap, {});
       headers.set("Authorization", `Bearer ${session.token}`);
       headers.set("X-Device-Id", this.deviceId);
       headers.set("X-Encryption-Enabled", "true");
@@ -1094,7 +1541,7 @@ export class HybridClient {
         wireBody = sealed.jwe;
         headers.set("Content-Type", "application/jose");
       } else {
-        headers.set("X-Hybrid-JWE", sealed.jwe);
+        headers.set("X-Hybrid-JWE", sealed.jwe); // a fresh jti: unique even with reuseKey
       }
       open = async (wire) => {
         if (!/^application\/jose\s*(;|$)/i.test(wire.res.headers.get("content-type") ?? "")) return null;
@@ -1120,7 +1567,6 @@ export class HybridClient {
       headers.set("Content-Type", "application/json");
       headers.set("X-Encryption-Enabled", "true");
       if (this.encryptResponse) headers.set("X-Encrypt-Response", "true");
-      signatureRequired = true;
       mustBeSealed = false;
       open = async (wire) => {
         if (!this.encryptResponse || !isJsonType(wire.res.headers.get("content-type"))) return null;
@@ -1139,7 +1585,7 @@ export class HybridClient {
       open = async () => null;
     }
 
-    const wire = await this._send("request", url, method, headers, wireBody, init);
+    const wire = await this._send("request", url, method, headers, wireBody, init, { digest: encrypted });
     const exchange = this._exchange("request", wire, { sealed: false, signature: "absent" });
     exchange.requestPlaintext = body ? lenientDecoder.decode(body) : null;
     const fail = (err) => {
@@ -1148,15 +1594,20 @@ export class HybridClient {
       this._record(exchange);
       throw err;
     };
+    const signed = wire.res.headers.has("signature-input") || wire.res.headers.has("signature");
+    /** The signature status; throws invalid_signature when it is required (or sent) and fails. */
+    const checkSignature = async (required, unsigned) =>
+      required || signed ? this._verifyBound(wire).catch(fail) : unsigned;
 
     if (method === "HEAD") {
-      // No body comes back to a HEAD: nothing to open or verify.
+      // No body comes back to a HEAD: nothing to open or to check a digest against.
       this._record(exchange);
       return buildResponse(wire.res, wire.res.status, null, null);
     }
-    if (NULL_BODY_STATUSES.has(wire.res.status) && wire.bytes.length === 0) {
-      // 204/205/304 cannot carry a sealed body; take them as they are (signature checked if sent).
-      exchange.signature = await this._checkSignature(wire, signatureRequired).catch(fail);
+    if (NULL_BODY_STATUSES.has(wire.res.status) || wire.bytes.length === 0) {
+      // Nothing sealed came back (204, 304, ... or an empty body): to an encrypted request that
+      // is an answer only if the server signed it for this request; a proxy could make it up.
+      exchange.signature = await checkSignature(encrypted, "absent");
       this._record(exchange);
       return buildResponse(wire.res, wire.res.status, null, null);
     }
@@ -1164,64 +1615,51 @@ export class HybridClient {
     const opened = await open(wire).catch(fail);
     if (opened) {
       // A sealed answer is authenticated by the AEAD; a signature is checked when sent anyway.
-      exchange.signature = wire.res.headers.get("x-response-signature")
-        ? await this._checkSignature(wire, false).catch(fail)
-        : "not-needed";
+      exchange.signature = await checkSignature(false, "not-needed");
       exchange.sealed = true;
       exchange.plaintext = lenientDecoder.decode(opened.plaintext);
       this._record(exchange);
       return buildResponse(wire.res, opened.status, opened.plaintext, opened.contentType);
     }
-    if (mustBeSealed || parseRefusal(wire.res, wire.text)) {
-      return this._refuse(wire, exchange, { signatureRequired, mustBeSealed });
+    // Not sealed: a refusal, or format E's plain answer. Either counts only signed for this
+    // request; a verified refusal is one the server made before the app ran (so it may retry).
+    exchange.signature = await checkSignature(encrypted, "absent");
+    const refusal = parseRefusal(wire.res, wire.text);
+    if (refusal) return fail(this._refusalError(refusal, wire.res, { verified: exchange.signature === "valid" }));
+    if (mustBeSealed) {
+      return fail(invalidResponse(`the server answered ${wire.res.status} without sealing the response`, wire.res.status));
     }
-    // Format E, not sealed: the app's response as it is, signed (required for encrypted requests).
-    exchange.signature = await this._checkSignature(wire, signatureRequired).catch(fail);
     this._record(exchange);
     return buildResponse(wire.res, wire.res.status, wire.bytes, wire.res.headers.get("content-type"));
   }
 
-  /**
-   * An answer that was not sealed: verify its signature (when present, or always when
-   * required), then throw the refusal's HybridError, or `invalid_response`.
-   */
-  async _refuse(wire, exchange, { signatureRequired, mustBeSealed = true }) {
-    let error;
-    try {
-      exchange.signature = await this._checkSignature(wire, signatureRequired);
-      const refusal = parseRefusal(wire.res, wire.text);
-      if (refusal) {
-        error = this._refusalError(refusal, wire.res);
-      } else {
-        error = invalidResponse(
-          mustBeSealed
-            ? `the server answered ${wire.res.status} without sealing the response`
-            : `unexpected answer ${wire.res.status}`,
-          wire.res.status,
-        );
-      }
-    } catch (err) {
-      error = err;
-    }
-    exchange.error = { code: error.code ?? "error", message: error.message };
-    this._record(exchange);
-    throw error;
-  }
-
-  _refusalError({ code, message }, res) {
+  /** The HybridError of a refusal; `verified`: its signature is bound to our request (retryable). */
+  _refusalError({ code, message }, res, { verified }) {
     const error = new HybridError(code, message, {
       status: res.status,
       retryAfter: code === "rate_limited" ? parseRetryAfter(res.headers.get("retry-after")) : null,
     });
-    serverRefusals.add(error);
+    if (verified) verifiedRefusals.add(error);
     return error;
   }
 
   // -- Wire -----------------------------------------------------------------------------------
 
-  async _send(kind, url, method, headers, body, init) {
+  /**
+   * Send one request. With `digest`, it carries the RFC 9530 Content-Digest of the body as sent
+   * (PROTOCOL.md): the answer's signature binds to it.
+   */
+  async _send(kind, url, method, headers, body, init, { digest = false } = {}) {
+    if (digest) headers.set("Content-Digest", await contentDigest(body));
     const wire = { url: url.href, method, headers, body };
-    if (this._beforeSend && kind === "request") await this._beforeSend(wire);
+    if (this._beforeSend && kind === "request") {
+      const digestSent = headers.get("content-digest");
+      await this._beforeSend(wire);
+      // A hook that changed the body and left the digest stands for a tamperer who fixes it up.
+      if (digest && wire.body !== body && wire.headers.get("content-digest") === digestSent) {
+        wire.headers.set("Content-Digest", await contentDigest(wire.body));
+      }
+    }
     const { method: _m, headers: _h, body: _b, ...rest } = init;
     const res = await this._fetch(wire.url, { ...rest, method: wire.method, headers: wire.headers, body: wire.body });
     const bytes = method === "HEAD" ? new Uint8Array(0) : new Uint8Array(await res.arrayBuffer());

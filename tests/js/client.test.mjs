@@ -1,9 +1,11 @@
 // HybridClient end to end against an in-process mock of a flask-hybrid server (no Python needed).
 //
 // The mock is written from PROTOCOL.md with independent tools: npm `jose` opens and seals format
-// J, npm `jsencrypt` unwraps PKCS#1 v1.5, Node's crypto does RSA-OAEP, AES-GCM and signatures.
-// It is deliberately small: it exists to exercise the client's logic (retries, signatures,
-// reuse, bodiless forms, close), not to be a server. live.test.mjs runs against the real one.
+// J, npm `jsencrypt` unwraps PKCS#1 v1.5, Node's crypto does RSA-OAEP, AES-GCM and the RFC 9421
+// response signatures (signer.mjs). It is deliberately small: it exists to exercise the client's
+// logic (retries, request-bound signatures, reuse, bodiless forms, close), not to be a server.
+// `state.proxy` puts an attacker after TLS between the two. live.test.mjs runs against the real
+// server, tests/test_attack_browser.py against the real server behind a real attacking proxy.
 //
 //   node --test tests/js/client.test.mjs
 
@@ -16,6 +18,7 @@ import { pathToFileURL } from "node:url";
 import * as jose from "jose";
 
 import { HybridClient, HybridError, b64decode, b64encode } from "../../flask_hybrid/static/hybrid.js";
+import { digestOf, signResponse } from "./signer.mjs";
 
 const require = createRequire(import.meta.url);
 const JSEncrypt = require("jsencrypt");
@@ -25,6 +28,15 @@ const vectorsDir = process.env.FH_VECTORS_DIR
   : new URL("../vectors/", import.meta.url);
 const keys = JSON.parse(await readFile(new URL("keys.json", vectorsDir), "utf8"));
 
+// A signing key that is no identity key, for servers that keep the two apart.
+const signingPair = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+const signingJwk = signingPair.publicKey.export({ format: "jwk" });
+keys.signing = {
+  private_pem: signingPair.privateKey.export({ type: "pkcs8", format: "pem" }),
+  jwk: signingJwk,
+  kid: crypto.createHash("sha256").update(`{"e":"${signingJwk.e}","kty":"RSA","n":"${signingJwk.n}"}`).digest("base64url"),
+};
+
 const BASE = "http://api.test";
 const ERRORS = {
   invalid_payload: 400,
@@ -33,6 +45,7 @@ const ERRORS = {
   replayed_request: 409,
   rate_limited: 429,
 };
+const NULL_BODY_STATUSES = [204, 205, 304];
 
 const aesSeal = (cek, plaintext) => {
   const iv = crypto.randomBytes(12);
@@ -50,75 +63,123 @@ const oaepDecrypt = (pem, data) =>
   crypto.privateDecrypt({ key: pem, padding: crypto.constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" }, data);
 
 class Refusal extends Error {
-  constructor(code, headers = {}) {
+  constructor(code, headers = {}, status = ERRORS[code]) {
     super(code);
     this.code = code;
     this.headers = headers;
+    this.status = status;
   }
 }
 
-/** A mock flask-hybrid server: `server.fetch` is the client's fetchImpl. */
+/**
+ * A mock flask-hybrid server: `server.fetch` is the client's fetchImpl.
+ *
+ * Responses are signed as PROTOCOL.md has it (policy "unsealed": refusals, handshake and session
+ * answers, bodiless answers to sealed requests, format E plain answers), by `state.signer`, with
+ * `state.signWith` overrides to forge defects. `state.proxy(request, response)` may replace any
+ * response after the server made it (the app has run): the attacker after TLS.
+ */
 function mockServer() {
   const state = {
     identities: ["identity_1", "identity_2"], // current first
+    signer: "identity_1", // the key that signs responses
+    jwks: "both", // "both": enc and sig entries (a key that does both listed twice); "plain": no use
     sessions: new Map(), // token -> {sessionId, deviceId}
     seenJti: new Set(),
     log: [], // {method, url, headers, body}
     policy: "unsealed", // or "all" / "none"
+    signWith: {}, // signResponse overrides (defects)
     badSignature: false,
-    failNext: null, // a refusal code for the next encrypted request
+    failNext: null, // [code, extra headers, status] of a refusal of the next encrypted request
+    proxy: null,
+    orders: 0, // how many times POST /api/order ran
     replayLastJweResponse: false,
     lastJweResponse: null,
     wrongJweStatus: false,
     unsealedSessionAnswer: false,
   };
 
-  const sign = (bytes) => {
-    const sig = crypto.sign("sha256", Buffer.from(bytes), keys[state.identities[0]].private_pem);
-    if (state.badSignature) sig[10] ^= 1;
-    return sig.toString("base64");
+  const signHeaders = (req, status, bytes) => {
+    const signer = keys[state.signer];
+    const { headers } = signResponse({
+      privatePem: signer.private_pem,
+      kid: signer.kid,
+      status,
+      body: bytes,
+      request: req,
+      corrupt: state.badSignature,
+      ...state.signWith,
+    });
+    // The body-only signature JSEncrypt-era clients verify; flask-hybrid's clients ignore it.
+    headers["X-Response-Signature"] = crypto.sign("sha256", bytes, keys.identity_1.private_pem).toString("base64");
+    headers["X-Response-Signature-Kid"] = keys.identity_1.kid;
+    return headers;
   };
 
-  const reply = (status, body, headers = {}, { signed = false } = {}) => {
-    const bytes = Buffer.from(body ?? "");
+  const reply = (req, status, body, headers = {}, { signed = false } = {}) => {
+    const bytes = NULL_BODY_STATUSES.includes(status) ? Buffer.alloc(0) : Buffer.from(body ?? "");
     const h = new Headers(headers);
     if ((signed && state.policy !== "none") || state.policy === "all") {
-      h.set("X-Response-Signature", sign(bytes));
-      h.set("X-Response-Signature-Kid", keys[state.identities[0]].kid);
+      for (const [name, value] of Object.entries(signHeaders(req, status, bytes))) h.set(name, value);
     }
-    return new Response([204, 304].includes(status) ? null : bytes, { status, headers: h });
+    return new Response(NULL_BODY_STATUSES.includes(status) ? null : bytes, { status, headers: h });
   };
-  const refusal = (code, headers = {}) =>
+  const refusal = (req, code, headers = {}, status = ERRORS[code]) =>
     reply(
-      ERRORS[code],
+      req,
+      status,
       JSON.stringify({ error: code, message: `generic ${code}` }),
       { "Content-Type": "application/json", ...headers },
       { signed: true },
     );
 
-  /** The demo app: POST /api/echo answers {"received": body}; anything else 404/405. */
+  /** The app: echo, an order counter, a 204, an answer that looks like a refusal; else 404/405. */
   function app(method, path, contentType, body) {
     if (path === "/api/echo") {
       if (method !== "POST") return { status: 405, type: "text/html; charset=utf-8", body: "<h1>Method Not Allowed</h1>" };
       const received = contentType.startsWith("application/json") ? JSON.parse(body.toString("utf8")) : body.toString("utf8");
       return { status: 200, type: "application/json", body: JSON.stringify({ received, contentType }) };
     }
+    if (path === "/api/order" && method === "POST") {
+      state.orders += 1;
+      return { status: 200, type: "application/json", body: JSON.stringify({ order: state.orders }) };
+    }
+    if (path === "/api/nothing") return { status: 204, type: "text/plain", body: "" };
+    if (path === "/api/fake-refusal") {
+      return { status: 200, type: "application/json", body: '{"error":"unknown_key","message":"the app says so"}' };
+    }
     return { status: 404, type: "application/json", body: '{"error":"not found"}' };
   }
 
   const findIdentity = (kid) => state.identities.find((name) => keys[name].kid === kid);
 
-  async function handle(url, method, headers, body) {
+  function jwks() {
+    const entry = (name, extra) => ({ kty: "RSA", kid: keys[name].kid, n: keys[name].jwk.n, e: keys[name].jwk.e, ...extra });
+    if (state.jwks === "plain") return state.identities.map((name) => entry(name, {}));
+    return [
+      ...state.identities.map((name) => entry(name, { use: "enc", alg: "RSA-OAEP-256" })),
+      entry(state.signer, { use: "sig", alg: "RS256" }),
+    ];
+  }
+
+  async function serve(req) {
+    const { url, method, headers, body } = req;
     const path = url.pathname;
     if (path === "/hybrid/jwks.json") {
-      const list = state.identities.map((n) => ({ kty: "RSA", kid: keys[n].kid, n: keys[n].jwk.n, e: keys[n].jwk.e }));
-      return reply(200, JSON.stringify({ keys: list }), { "Content-Type": "application/json" });
+      return reply(req, 200, JSON.stringify({ keys: jwks() }), { "Content-Type": "application/json" });
     }
     if (path === "/hybrid/public-key") {
       const current = keys[state.identities[0]];
-      return reply(200, JSON.stringify({ kid: current.kid, publicKey: current.public_pem }), { "Content-Type": "application/json" });
+      return reply(req, 200, JSON.stringify({ kid: current.kid, publicKey: current.public_pem }), { "Content-Type": "application/json" });
     }
+    const digest = headers.get("content-digest");
+    if (digest !== null && digest !== digestOf(body)) return refusal(req, "invalid_payload");
     if (path === "/hybrid/session" && method === "POST") {
+      if (state.failNext) {
+        const [code, extra, status] = state.failNext;
+        state.failNext = null;
+        return refusal(req, code, extra, status);
+      }
       const { aesKey, deviceId } = JSON.parse(body.toString("utf8"));
       const token = crypto.randomBytes(16).toString("hex");
       const sessionId = crypto.randomUUID();
@@ -126,38 +187,45 @@ function mockServer() {
       const inner = JSON.stringify({ token, publicKey: keys.session.public_pem, sessionId, expiresIn: 3600 });
       const s = aesSeal(b64decode(aesKey), inner);
       const env = { encryptedData: b64encode(s.ct), iv: b64encode(s.iv), authTag: b64encode(s.tag) };
-      return reply(201, JSON.stringify(env), { "Content-Type": "application/json" }, { signed: true });
+      return reply(req, 201, JSON.stringify(env), { "Content-Type": "application/json" }, { signed: true });
     }
     if (path === "/hybrid/session" && method === "DELETE") {
       const token = (headers.get("authorization") ?? "").replace(/^Bearer /, "");
-      if (!state.sessions.delete(token)) return refusal("invalid_session");
-      return reply(204, null);
+      if (!state.sessions.delete(token)) return refusal(req, "invalid_session");
+      return reply(req, 204, null, {}, { signed: true });
     }
 
     const isJose = (headers.get("content-type") ?? "").startsWith("application/jose") || headers.has("x-hybrid-jwe");
     const isEncrypted = isJose || /^true$/i.test(headers.get("x-encryption-enabled") ?? "");
     if (!isEncrypted) {
       const out = app(method, path, headers.get("content-type") ?? "", body);
-      return reply(out.status, out.body, { "Content-Type": out.type });
+      return reply(req, out.status, out.body, { "Content-Type": out.type });
     }
     if (state.failNext) {
-      const [code, extra] = state.failNext;
+      const [code, extra, status] = state.failNext;
       state.failNext = null;
-      return refusal(code, extra);
+      return refusal(req, code, extra, status);
     }
     try {
-      if (isJose) return await handleJ(url, method, headers, body);
+      if (isJose) return await handleJ(req);
       if (headers.has("x-encrypted-aes-key") || (body.length && "encryptedAesKey" in JSON.parse(body))) {
-        return handleS(url, method, headers, body);
+        return handleS(req);
       }
-      return handleE(url, method, headers, body);
+      return handleE(req);
     } catch (err) {
-      if (err instanceof Refusal) return refusal(err.code, err.headers);
-      return refusal("invalid_payload");
+      if (err instanceof Refusal) return refusal(req, err.code, err.headers, err.status);
+      return refusal(req, "invalid_payload");
     }
   }
 
-  function handleS(url, method, headers, body) {
+  /** The app's answer to a sealed request: sealed by `seal`, or bodiless and signed. */
+  function sealedAnswer(req, out, seal, headers) {
+    if (NULL_BODY_STATUSES.includes(out.status)) return reply(req, out.status, null, {}, { signed: true });
+    return reply(req, out.status, seal(out.body), headers);
+  }
+
+  function handleS(req) {
+    const { url, method, headers, body } = req;
     const token = (headers.get("authorization") ?? "").replace(/^Bearer /, "");
     const session = state.sessions.get(token);
     if (!session || session.deviceId !== headers.get("x-device-id")) throw new Refusal("invalid_session");
@@ -171,17 +239,20 @@ function mockServer() {
       cek = oaepDecrypt(keys.session.private_pem, b64decode(headers.get("x-encrypted-aes-key")));
     }
     const out = app(method, url.pathname, "application/json; charset=utf-8", plaintext);
-    if (state.unsealedSessionAnswer) return reply(out.status, out.body, { "Content-Type": out.type });
-    const s = aesSeal(cek, out.body);
-    const env = { encryptedData: b64encode(s.ct), iv: b64encode(s.iv), authTag: b64encode(s.tag) };
-    return reply(out.status, JSON.stringify(env), {
+    if (state.unsealedSessionAnswer) return reply(req, out.status, out.body, { "Content-Type": out.type });
+    const seal = (text) => {
+      const s = aesSeal(cek, text);
+      return JSON.stringify({ encryptedData: b64encode(s.ct), iv: b64encode(s.iv), authTag: b64encode(s.tag) });
+    };
+    return sealedAnswer(req, out, seal, {
       "Content-Type": "application/json",
       "X-Encryption-Enabled": "true",
       "X-Plaintext-Content-Type": out.type,
     });
   }
 
-  function handleE(url, method, headers, body) {
+  function handleE(req) {
+    const { url, method, headers, body } = req;
     const env = JSON.parse(body.toString("utf8"));
     let names = state.identities;
     if (env.kid !== undefined) {
@@ -211,17 +282,17 @@ function mockServer() {
     const plaintext = aesOpen(cek, b64decode(env.iv), ct.subarray(0, ct.length - 16), ct.subarray(ct.length - 16));
     const out = app(method, url.pathname, "application/json; charset=utf-8", plaintext);
     if (!/^true$/i.test(headers.get("x-encrypt-response") ?? "")) {
-      return reply(out.status, out.body, { "Content-Type": out.type }, { signed: true });
+      return reply(req, out.status, out.body, { "Content-Type": out.type }, { signed: true });
     }
-    const s = aesSeal(cek, out.body);
-    const sealed = { alg: "AES-GCM", iv: b64encode(s.iv), ct: b64encode(Buffer.concat([s.ct, s.tag])) };
-    return reply(out.status, JSON.stringify(sealed), {
-      "Content-Type": "application/json",
-      "X-Plaintext-Content-Type": out.type,
-    });
+    const seal = (text) => {
+      const s = aesSeal(cek, text);
+      return JSON.stringify({ alg: "AES-GCM", iv: b64encode(s.iv), ct: b64encode(Buffer.concat([s.ct, s.tag])) });
+    };
+    return sealedAnswer(req, out, seal, { "Content-Type": "application/json", "X-Plaintext-Content-Type": out.type });
   }
 
-  async function handleJ(url, method, headers, body) {
+  async function handleJ(req) {
+    const { url, method, headers, body } = req;
     const jwe = headers.get("x-hybrid-jwe") ?? body.toString("utf8");
     const header = jose.decodeProtectedHeader(jwe);
     const name = findIdentity(header.kid);
@@ -241,11 +312,12 @@ function mockServer() {
     const contentType = h.cty === undefined || h.cty === "json" ? "application/json; charset=utf-8" : h.cty;
     const out = app(method, url.pathname, contentType, Buffer.from(plaintext));
     if (state.replayLastJweResponse && state.lastJweResponse) return state.lastJweResponse.clone();
+    if (NULL_BODY_STATUSES.includes(out.status)) return sealedAnswer(req, out);
     const status = state.wrongJweStatus ? 200 : out.status;
     const response = await new jose.CompactEncrypt(new TextEncoder().encode(out.body))
       .setProtectedHeader({ alg: "dir", enc: "A256GCM", req: h.jti, status, cty: out.type })
       .encrypt(cek);
-    const res = reply(out.status, response, { "Content-Type": "application/jose" });
+    const res = reply(req, out.status, response, { "Content-Type": "application/jose" });
     state.lastJweResponse = res.clone();
     return res;
   }
@@ -255,8 +327,10 @@ function mockServer() {
     const headers = new Headers(init.headers);
     const method = init.method ?? "GET";
     const body = Buffer.from(init.body ?? "");
+    const req = { url, method, headers, body };
     state.log.push({ method, url: url.href, headers, body: body.toString("utf8") });
-    return handle(url, method, headers, body);
+    const res = await serve(req);
+    return state.proxy ? state.proxy(req, res) : res;
   }
 
   return { fetch: fetchImpl, state };
@@ -266,6 +340,7 @@ const connect = (server, options) => HybridClient.connect({ baseUrl: BASE, fetch
 const isHybridError = (code) => (err) => err instanceof HybridError && err.code === code;
 const echo = (client, payload, init = {}) =>
   client.fetch("/api/echo", { method: "POST", body: JSON.stringify(payload), ...init });
+const order = (client) => client.fetch("/api/order", { method: "POST", body: { item: "pump", quantity: 1 } });
 const flipByteOfBody = (wire) => {
   // Flip a byte deep inside the ciphertext: for J the 4th segment, for S/E the JSON ciphertext.
   if (wire.body.includes("\"")) {
@@ -281,6 +356,13 @@ const flipByteOfBody = (wire) => {
     wire.body = parts.join(".");
   }
 };
+const FORMATS = [
+  ["jwe", () => ({})],
+  ["session", () => ({})],
+  ["envelope", () => ({ jsencrypt: new JSEncrypt() })],
+];
+const isOrder = (req) => req.url.pathname === "/api/order";
+const logOf = (server, path) => server.state.log.filter((e) => new URL(e.url).pathname === path);
 
 describe("format J (jwe)", () => {
   test("round trip: POST, sealed request and response, Response with the app's status and type", async () => {
@@ -296,6 +378,7 @@ describe("format J (jwe)", () => {
     assert.equal(ex.sealed, true);
     assert.equal(ex.signature, "not-needed");
     assert.equal(ex.requestHeaders["content-type"], "application/jose");
+    assert.equal(ex.requestHeaders["content-digest"], digestOf(ex.requestBody));
     assert.equal(ex.requestBody.split(".").length, 5);
     assert.equal(ex.responseBody.split(".").length, 5);
     assert.equal(ex.requestPlaintext, '{"hello":"wörld"}');
@@ -330,6 +413,7 @@ describe("format J (jwe)", () => {
     assert.match(await res.text(), /Method Not Allowed/);
     const sent = server.state.log.at(-1);
     assert.equal(sent.body, "");
+    assert.equal(sent.headers.get("content-digest"), digestOf(""));
     const header = jose.decodeProtectedHeader(sent.headers.get("x-hybrid-jwe"));
     assert.equal(header.htm, "GET");
     assert.equal("cty" in header, false);
@@ -354,7 +438,7 @@ describe("format J (jwe)", () => {
     assert.notEqual(jose.decodeProtectedHeader(c.join(".")).jti, jose.decodeProtectedHeader(d.join(".")).jti);
   });
 
-  test("unknown_key: the keys are refetched and the request retried once", async () => {
+  test("unknown_key, signed for this request: the keys are refetched and the request retried once", async () => {
     const server = mockServer();
     const client = await connect(server, { format: "jwe" });
     server.state.identities = ["identity_2"]; // the server rotated: identity_1 is gone
@@ -371,6 +455,7 @@ describe("format J (jwe)", () => {
 
   test("pinnedKid: the pinned identity key is used, an absent one is unknown_key", async () => {
     const server = mockServer();
+    server.state.signer = "identity_2"; // pinnedKid pins the signing key too, by default
     const client = await connect(server, { format: "jwe", pinnedKid: keys.identity_2.kid });
     await echo(client, {});
     assert.equal(jose.decodeProtectedHeader(server.state.log.at(-1).body).kid, keys.identity_2.kid);
@@ -395,6 +480,8 @@ describe("format J (jwe)", () => {
     await assert.rejects(echo(client, { x: 1 }), (err) => isHybridError("invalid_payload")(err) && err.status === 400);
     assert.equal(client.lastExchange.signature, "valid");
     assert.equal(client.lastExchange.error.code, "invalid_payload");
+    // The hook changed the body: the client sent the digest of the body that went on the wire.
+    assert.equal(server.state.log.at(-1).headers.get("content-digest"), digestOf(server.state.log.at(-1).body));
   });
 
   test("a refusal with a bad signature is invalid_signature", async () => {
@@ -415,6 +502,15 @@ describe("format J (jwe)", () => {
     await assert.rejects(echo(client, {}), isHybridError("replayed_request"));
     assert.equal(server.state.log.length, before + 1);
   });
+
+  test("a bodiless answer (204) to a sealed request counts when signed for it", async () => {
+    const server = mockServer();
+    const client = await connect(server, { format: "jwe" });
+    const res = await client.fetch("/api/nothing", { method: "DELETE" });
+    assert.equal(res.status, 204);
+    assert.equal(client.lastExchange.signature, "valid");
+    assert.equal(client.lastExchange.sealed, false);
+  });
 });
 
 describe("format S (session)", () => {
@@ -425,6 +521,7 @@ describe("format S (session)", () => {
     assert.equal(exchanges[0].kind, "handshake");
     assert.equal(exchanges[0].signature, "valid");
     assert.equal(exchanges[0].sealed, true);
+    assert.equal(exchanges[0].requestHeaders["content-digest"], digestOf(exchanges[0].requestBody));
     assert.ok(client.sessionId);
 
     const res = await echo(client, { a: [1, 2] });
@@ -434,6 +531,7 @@ describe("format S (session)", () => {
     const sent = server.state.log.at(-1);
     assert.equal(sent.headers.get("x-device-id"), "device-1");
     assert.equal(sent.headers.get("x-encryption-enabled"), "true");
+    assert.equal(sent.headers.get("content-digest"), digestOf(sent.body));
     assert.match(sent.headers.get("authorization"), /^Bearer /);
     assert.deepEqual(Object.keys(JSON.parse(sent.body)).sort(), ["authTag", "encryptedAesKey", "encryptedData", "iv"]);
     assert.equal(client.lastExchange.sealed, true);
@@ -442,16 +540,28 @@ describe("format S (session)", () => {
     const get = await client.fetch("/api/echo");
     assert.equal(get.status, 405);
     assert.ok(server.state.log.at(-1).headers.get("x-encrypted-aes-key"));
+    assert.equal(server.state.log.at(-1).headers.get("content-digest"), digestOf(""));
     assert.equal(client.lastExchange.sealed, true);
 
     await client.close();
-    assert.equal(server.state.log.at(-1).method, "DELETE");
+    const deleted = server.state.log.at(-1);
+    assert.equal(deleted.method, "DELETE");
+    assert.equal(deleted.headers.get("content-digest"), digestOf(""));
     assert.equal(server.state.sessions.size, 0);
     assert.equal(exchanges.at(-1).kind, "close");
+    assert.equal(exchanges.at(-1).signature, "valid");
     await assert.rejects(echo(client, {}), isHybridError("invalid_session"));
   });
 
-  test("reuseKey: one encryptedAesKey for the session, fresh IVs", async () => {
+  test("close(): an answer not signed for the DELETE is invalid_signature (the session is forgotten anyway)", async () => {
+    const server = mockServer();
+    const client = await connect(server, { format: "session" });
+    server.state.proxy = async (req, res) => (req.method === "DELETE" ? new Response(null, { status: 204 }) : res);
+    await assert.rejects(client.close(), isHybridError("invalid_signature"));
+    assert.equal(client.sessionId, null);
+  });
+
+  test("reuseKey: one encryptedAesKey for bodies; every bodiless request wraps a fresh CEK", async () => {
     const server = mockServer();
     const client = await connect(server, { format: "session", reuseKey: true });
     await echo(client, { n: 1 });
@@ -459,9 +569,18 @@ describe("format S (session)", () => {
     const [a, b] = server.state.log.slice(-2).map((e) => JSON.parse(e.body));
     assert.equal(a.encryptedAesKey, b.encryptedAesKey);
     assert.notEqual(a.iv, b.iv);
+
+    assert.equal((await client.fetch("/api/echo")).status, 405);
+    assert.equal((await client.fetch("/api/echo")).status, 405);
+    const headers = server.state.log.slice(-2).map((e) => e.headers.get("x-encrypted-aes-key"));
+    assert.ok(headers[0] && headers[1]);
+    assert.notEqual(headers[0], headers[1]);
+    assert.notEqual(headers[0], a.encryptedAesKey);
+    await echo(client, { n: 3 });
+    assert.equal(JSON.parse(server.state.log.at(-1).body).encryptedAesKey, a.encryptedAesKey, "the reused CEK stays");
   });
 
-  test("invalid_session (session gone): a new handshake, then the request retried transparently", async () => {
+  test("invalid_session (session gone), signed for this request: a new handshake, then the request retried", async () => {
     const server = mockServer();
     const client = await connect(server, { format: "session" });
     const first = client.sessionId;
@@ -481,19 +600,42 @@ describe("format S (session)", () => {
     assert.equal(handshakes.length, 2, "the first one and a single renewal");
   });
 
-  test("a handshake whose signature is bad or missing is refused", async () => {
+  test("a handshake whose signature is bad, missing or bound to another handshake is refused", async () => {
     const server = mockServer();
     server.state.badSignature = true;
     await assert.rejects(connect(server, { format: "session" }), isHybridError("invalid_signature"));
     server.state.badSignature = false;
     server.state.policy = "none";
     await assert.rejects(connect(server, { format: "session" }), isHybridError("invalid_signature"));
+    server.state.policy = "unsealed";
+
+    let captured = null;
+    server.state.proxy = async (req, res) => {
+      if (req.method !== "POST" || req.url.pathname !== "/hybrid/session") return res;
+      if (!captured) captured = res.clone();
+      return captured.clone();
+    };
+    await connect(server, { format: "session" });
+    await assert.rejects(connect(server, { format: "session" }), isHybridError("invalid_signature"));
   });
 
-  test("an unsealed answer to an encrypted request is invalid_response", async () => {
+  test("a handshake refusal counts only signed: rate_limited signed, else invalid_signature", async () => {
+    const server = mockServer();
+    server.state.failNext = ["rate_limited", { "Retry-After": "3" }];
+    await assert.rejects(connect(server, { format: "session" }), (err) => isHybridError("rate_limited")(err) && err.retryAfter === 3);
+    server.state.proxy = async (req, res) =>
+      req.url.pathname === "/hybrid/session"
+        ? new Response('{"error":"rate_limited","message":"m"}', { status: 429, headers: { "Content-Type": "application/json" } })
+        : res;
+    await assert.rejects(connect(server, { format: "session" }), isHybridError("invalid_signature"));
+  });
+
+  test("an unsealed answer to an encrypted request: invalid_signature unsigned, invalid_response signed", async () => {
     const server = mockServer();
     const client = await connect(server, { format: "session" });
     server.state.unsealedSessionAnswer = true;
+    await assert.rejects(echo(client, {}), isHybridError("invalid_signature"));
+    server.state.policy = "all";
     await assert.rejects(echo(client, {}), isHybridError("invalid_response"));
   });
 
@@ -501,6 +643,14 @@ describe("format S (session)", () => {
     const server = mockServer();
     const client = await connect(server, { format: "session", beforeSend: flipByteOfBody });
     await assert.rejects(echo(client, { x: 1 }), isHybridError("invalid_payload"));
+  });
+
+  test("a request whose Content-Digest the hook broke is refused invalid_payload", async () => {
+    const server = mockServer();
+    const breakDigest = (wire) => wire.headers.set("Content-Digest", digestOf("something else"));
+    const client = await connect(server, { format: "session", beforeSend: breakDigest });
+    await assert.rejects(echo(client, { x: 1 }), isHybridError("invalid_payload"));
+    assert.equal(client.lastExchange.signature, "valid", "bound to the digest the client sent");
   });
 
   test("S and E carry JSON only", async () => {
@@ -518,10 +668,12 @@ describe("format E (envelope)", () => {
     const res = await echo(client, { via: "jsencrypt" });
     assert.equal(res.status, 200);
     assert.deepEqual((await res.json()).received, { via: "jsencrypt" });
-    const env = JSON.parse(server.state.log.at(-1).body);
+    const sent = server.state.log.at(-1);
+    const env = JSON.parse(sent.body);
     assert.equal(env.alg, "RSA+AES-GCM");
     assert.equal(env.kid, keys.identity_1.kid);
-    assert.equal(server.state.log.at(-1).headers.get("x-encrypt-response"), "true");
+    assert.equal(sent.headers.get("x-encrypt-response"), "true");
+    assert.equal(sent.headers.get("content-digest"), digestOf(sent.body));
     assert.equal(client.lastExchange.sealed, true);
     assert.equal(client.lastExchange.signature, "not-needed");
   });
@@ -534,7 +686,7 @@ describe("format E (envelope)", () => {
     assert.equal(JSON.parse(server.state.log.at(-1).body).alg, "RSA-OAEP-256+AES-GCM");
   });
 
-  test("encryptResponse false: the plain answer must be signed; missing or bad is invalid_signature", async () => {
+  test("encryptResponse false: the plain answer must be signed for it; missing, bad or X-Response-Signature only is invalid_signature", async () => {
     const server = mockServer();
     const client = await connect(server, { format: "envelope", encryptResponse: false });
     const res = await echo(client, { signed: true });
@@ -545,8 +697,23 @@ describe("format E (envelope)", () => {
     server.state.badSignature = true;
     await assert.rejects(echo(client, {}), isHybridError("invalid_signature"));
     server.state.badSignature = false;
+    server.state.proxy = async (req, res) => {
+      for (const name of ["signature-input", "signature"]) res.headers.delete(name); // X-Response-Signature stays valid
+      return res;
+    };
+    await assert.rejects(echo(client, {}), isHybridError("invalid_signature"));
+    server.state.proxy = null;
     server.state.policy = "none";
     await assert.rejects(echo(client, {}), isHybridError("invalid_signature"));
+  });
+
+  test("an app answer that reads like a refusal but has another status is an answer (parseRefusal checks the status)", async () => {
+    const server = mockServer();
+    const client = await connect(server, { format: "envelope", encryptResponse: false });
+    const res = await client.fetch("/api/fake-refusal", { method: "POST", body: {} });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { error: "unknown_key", message: "the app says so" });
+    assert.equal(logOf(server, "/api/fake-refusal").length, 1, "not retried");
   });
 
   test("policy all: a sealed answer's signature is checked too", async () => {
@@ -564,6 +731,7 @@ describe("format E (envelope)", () => {
     const jsencrypt = new JSEncrypt();
     const client = await connect(server, { format: "envelope", jsencrypt });
     server.state.identities = ["identity_2"];
+    server.state.signer = "identity_2";
     const res = await echo(client, { rotated: true });
     assert.equal(res.status, 200);
     assert.equal(client.kid, keys.identity_2.kid);
@@ -571,7 +739,12 @@ describe("format E (envelope)", () => {
 
   test("pinnedKid selects a loaded non-current key for E too (PEM derived from jwks.json)", async () => {
     const server = mockServer();
-    const client = await connect(server, { format: "envelope", jsencrypt: new JSEncrypt(), pinnedKid: keys.identity_2.kid });
+    const client = await connect(server, {
+      format: "envelope",
+      jsencrypt: new JSEncrypt(),
+      pinnedKid: keys.identity_2.kid,
+      pinnedSigningKid: null,
+    });
     await echo(client, {});
     assert.equal(JSON.parse(server.state.log.at(-1).body).kid, keys.identity_2.kid);
   });
@@ -583,15 +756,190 @@ describe("format E (envelope)", () => {
     assert.equal(res.status, 200);
     assert.equal(client.lastExchange.sealed, false);
     assert.equal(client.lastExchange.signature, "absent");
+    assert.equal(server.state.log.at(-1).headers.has("content-digest"), false, "a plain request stays plain");
 
     const tampering = await connect(server, { format: "envelope", beforeSend: flipByteOfBody });
     await assert.rejects(echo(tampering, {}), isHybridError("invalid_payload"));
   });
 });
 
+describe("signing keys (jwks.json use, pins)", () => {
+  test("a separate signing key (use sig) verifies; an identity key (use enc) does not sign", async () => {
+    const server = mockServer();
+    server.state.signer = "signing";
+    const client = await connect(server, { format: "jwe" });
+    assert.equal(client.kid, keys.identity_1.kid, "the sig entry is never an encryption key");
+    server.state.failNext = ["replayed_request"];
+    await assert.rejects(echo(client, {}), isHybridError("replayed_request"));
+    assert.equal(client.lastExchange.signature, "valid");
+
+    server.state.signWith = { privatePem: keys.identity_1.private_pem, keyid: keys.identity_1.kid };
+    server.state.failNext = ["replayed_request"];
+    await assert.rejects(echo(client, {}), isHybridError("invalid_signature"));
+  });
+
+  test("a jwks.json without use: every key may sign (servers whose identity keys sign)", async () => {
+    const server = mockServer();
+    server.state.jwks = "plain";
+    server.state.signer = "identity_2";
+    const client = await connect(server, { format: "session" });
+    assert.equal(client.lastExchange.signature, "valid");
+  });
+
+  test("pinnedSigningKid: only that key's signatures count; it defaults to pinnedKid", async () => {
+    const server = mockServer();
+    server.state.signer = "signing";
+    await connect(server, { format: "session", pinnedSigningKid: keys.signing.kid });
+    await assert.rejects(connect(server, { format: "session", pinnedSigningKid: keys.identity_1.kid }), isHybridError("invalid_signature"));
+    await assert.rejects(connect(server, { format: "session", pinnedKid: keys.identity_1.kid }), isHybridError("invalid_signature"));
+    await connect(server, { format: "session", pinnedKid: keys.identity_1.kid, pinnedSigningKid: keys.signing.kid });
+  });
+
+  test("a signing key the client has not seen yet: jwks.json is fetched again once", async () => {
+    const server = mockServer();
+    const client = await connect(server, { format: "jwe" });
+    server.state.signer = "signing"; // added after the client loaded jwks.json
+    server.state.failNext = ["replayed_request"];
+    await assert.rejects(echo(client, {}), isHybridError("replayed_request"));
+    assert.equal(logOf(server, "/hybrid/jwks.json").length, 2);
+  });
+
+  const defects = [
+    ["another label", { label: "sig1" }],
+    ["another tag", { tag: "other-app" }],
+    ["another alg", { alg: "rsa-pss-sha512" }],
+    ["no created", { created: null }],
+    ["a keyid that is no key", { keyid: "A".repeat(43) }],
+    ["no request digest covered", { components: ['"@status"', '"content-digest"', '"@method";req'] }],
+    ["no method covered", { components: ['"@status"', '"content-digest"', '"content-digest";req'] }],
+    ["no status covered", { components: ['"content-digest"', '"@method";req', '"content-digest";req'] }],
+    ["a component this client does not rebuild", { components: ['"@status"', '"content-digest"', '"@method";req', '"content-digest";req', '"@path";req'] }],
+    ["another status signed", { signedStatus: 200 }],
+    ["a digest that is not the body's", { digest: digestOf("another body") }],
+    ["a corrupted signature", { corrupt: true }],
+  ];
+  for (const [name, signWith] of defects) {
+    test(`a refusal signed with ${name} is invalid_signature, never retried`, async () => {
+      const server = mockServer();
+      const client = await connect(server, { format: "jwe" });
+      server.state.signWith = signWith;
+      server.state.failNext = ["unknown_key"];
+      await assert.rejects(echo(client, {}), isHybridError("invalid_signature"));
+      assert.equal(logOf(server, "/api/echo").length, 1);
+    });
+  }
+
+  test("a bodiless request's answer must cover its key header", async () => {
+    const server = mockServer();
+    const client = await connect(server, { format: "session" });
+    server.state.signWith = { components: ['"@status"', '"content-digest"', '"@method";req', '"content-digest";req'] };
+    await assert.rejects(client.fetch("/api/nothing", { method: "DELETE" }), isHybridError("invalid_signature"));
+    server.state.signWith = {};
+    assert.equal((await client.fetch("/api/nothing", { method: "DELETE" })).status, 204);
+  });
+
+  test("a refusal signed for this request but with another code's status is no refusal: not retried", async () => {
+    const server = mockServer();
+    const client = await connect(server, { format: "jwe" });
+    server.state.failNext = ["unknown_key", {}, 400];
+    await assert.rejects(echo(client, {}), isHybridError("invalid_response"));
+    assert.equal(logOf(server, "/api/echo").length, 1);
+  });
+});
+
+describe("a proxy after TLS (issue 7): the app runs once, the client rejects", () => {
+  for (const [format, extra] of FORMATS) {
+    describe(`format ${format}`, () => {
+      for (const code of ["unknown_key", "invalid_session"]) {
+        test(`an unsigned ${code} in place of the 200 (with a valid X-Response-Signature)`, async () => {
+          const server = mockServer();
+          const client = await connect(server, { format, ...extra() });
+          // A genuine refusal of this code, stripped of its request-bound signature: its
+          // body-only X-Response-Signature still verifies, as it would for any request.
+          server.state.failNext = [code];
+          const genuine = await server.fetch(`${BASE}/api/echo`, { method: "POST", headers: { "X-Encryption-Enabled": "true" } });
+          const forged = new Response(await genuine.arrayBuffer(), { status: genuine.status, headers: genuine.headers });
+          for (const name of ["signature-input", "signature", "content-digest"]) forged.headers.delete(name);
+          assert.ok(forged.headers.get("x-response-signature"));
+          server.state.proxy = async (req, res) => (isOrder(req) ? forged.clone() : res);
+          await assert.rejects(order(client), (err) => isHybridError("invalid_signature")(err) && err.status === ERRORS[code]);
+          assert.equal(server.state.orders, 1, "the app ran the order once");
+          assert.equal(logOf(server, "/api/order").length, 1, "and the client never sent it again");
+        });
+      }
+
+      test("a genuine signed refusal, replayed from another request", async () => {
+        const server = mockServer();
+        const client = await connect(server, { format, ...extra() });
+        let captured = null;
+        server.state.proxy = async (req, res) => {
+          if (!isOrder(req)) return res;
+          if (res.status === 401 && !captured) captured = res.clone();
+          return captured && res.status === 200 && server.state.orders === 2 ? captured.clone() : res;
+        };
+        server.state.failNext = ["unknown_key"];
+        assert.equal((await order(client)).status, 200, "the genuine refusal is verified and retried");
+        assert.equal(server.state.orders, 1);
+        assert.ok(captured);
+        await assert.rejects(order(client), isHybridError("invalid_signature"));
+        assert.equal(server.state.orders, 2, "each order ran once");
+        assert.equal(logOf(server, "/api/order").length, 3);
+      });
+
+      test("200 → 204, unsigned, or with the signature of another request's 204", async () => {
+        const server = mockServer();
+        const client = await connect(server, { format, ...extra() });
+        server.state.proxy = async (req, res) => (isOrder(req) ? new Response(null, { status: 204 }) : res);
+        await assert.rejects(order(client), isHybridError("invalid_signature"));
+        assert.equal(server.state.orders, 1);
+
+        // A genuine signed 204 to another request (S, J: a bodiless answer to a sealed request;
+        // E: the app's plain answer), from another server with the same signing key.
+        let signed204 = null;
+        const probe = mockServer();
+        probe.state.proxy = async (req, res) => {
+          if (res.status === 204) signed204 = res.clone();
+          return res;
+        };
+        const prober = await connect(probe, { format, ...extra(), encryptResponse: false });
+        await prober.fetch("/api/nothing", { method: "POST", body: {} });
+        assert.ok(signed204 && signed204.headers.get("signature-input"));
+        server.state.proxy = async (req, res) => (isOrder(req) ? signed204.clone() : res);
+        await assert.rejects(order(client), isHybridError("invalid_signature"));
+        assert.equal(server.state.orders, 2);
+        assert.equal(logOf(server, "/api/order").length, 2);
+      });
+
+      test("200 → an empty 200 where a sealed body was due", async () => {
+        const server = mockServer();
+        const client = await connect(server, { format, ...extra() });
+        server.state.proxy = async (req, res) => (isOrder(req) ? new Response("", { status: 200 }) : res);
+        await assert.rejects(order(client), isHybridError("invalid_signature"));
+        assert.equal(server.state.orders, 1);
+      });
+
+      test("a genuine refusal bound to this request is verified and retried; the app runs once", async () => {
+        const server = mockServer();
+        const client = await connect(server, { format, ...extra() });
+        server.state.failNext = [format === "session" ? "invalid_session" : "unknown_key"];
+        const res = await order(client);
+        assert.equal(res.status, 200);
+        assert.deepEqual(await res.json(), { order: 1 });
+        assert.equal(logOf(server, "/api/order").length, 2);
+      });
+    });
+  }
+});
+
 describe("options", () => {
   test("bad options are TypeErrors", () => {
     assert.throws(() => new HybridClient({ format: "xml" }), TypeError);
     assert.throws(() => new HybridClient({ format: "session", deviceId: "has space" }), TypeError);
+  });
+
+  test("pinnedSigningKid defaults to pinnedKid; null lifts the pin", () => {
+    assert.equal(new HybridClient({ format: "jwe", pinnedKid: "k" }).pinnedSigningKid, "k");
+    assert.equal(new HybridClient({ format: "jwe", pinnedKid: "k", pinnedSigningKid: null }).pinnedSigningKid, null);
+    assert.equal(new HybridClient({ format: "jwe" }).pinnedSigningKid, null);
   });
 });
