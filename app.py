@@ -29,6 +29,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if os.environ.get("REDIS_URL"):
         app.config["HYBRID_STORE_URL"] = os.environ["REDIS_URL"]
     app.config.update(config or {})
+    # The echo answers the members in the order they came (Flask sorts them by default).
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     HybridEncryption(app)
 
     @app.get("/")

@@ -3,7 +3,10 @@
 For every wire format (J, S, E with JSEncrypt PKCS#1 v1.5, E with Web Crypto OAEP; E with a
 sealed and with a clear answer) the page connects, sends the purchase order, shows the decrypted
 echo, keeps the order out of the wire panel, reports the right signature status, and shows the
-server's refusal of a tampered request. Screenshots go to ``test-output/`` (git-ignored).
+server's refusal of a tampered request. After each send the result scrolls into view; a body
+that is not JSON clears the previous request's outcome; the log shows the checked signature of
+the session's DELETE; the panels keep the members in the order they were sent. Screenshots go to
+``test-output/`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -316,4 +319,159 @@ def test_switching_format_ends_the_session_and_bad_json_is_caught(demo: Demo) ->
     page.click("#reset-order")
     assert demo.send() == "ok"
     assert json.loads(demo.text("#app-answer")) == {"received": demo.order()}
+    assert not demo.page_errors and not demo.unexpected_console_errors(refusals=0)
+
+
+# -- What the page shows after each kind of send (issue 6, "The demo page") ---------------------
+
+WAIT_FOR_SCROLL_END = """() => new Promise((resolve) => {
+  let last = -1;
+  let still = 0;
+  const tick = () => {
+    if (window.scrollY === last) still += 1;
+    else still = 0;
+    last = window.scrollY;
+    if (still >= 10) resolve(window.scrollY);
+    else requestAnimationFrame(tick);
+  };
+  tick();
+})"""
+
+
+def box_in_viewport(page: Page, selector: str) -> tuple[float, float]:
+    """The top and bottom of `selector` relative to the viewport, once scrolling has stopped."""
+    page.evaluate(WAIT_FOR_SCROLL_END)
+    box = page.locator(selector).bounding_box()
+    assert box is not None, selector
+    return box["y"], box["y"] + box["height"]
+
+
+def test_send_scrolls_the_result_into_view(demo: Demo) -> None:
+    page = demo.page
+    demo.connect()
+    page.evaluate("window.scrollTo(0, 0)")
+    _, bottom = box_in_viewport(page, "#result")
+    assert bottom > VIEWPORT["height"], "the result must start out of view, or this tests nothing"
+
+    assert demo.send() == "ok", demo.text("#error")
+    top, bottom = box_in_viewport(page, "#result")
+    # All of it in view, at the top of the viewport: the panels below it start to show.
+    assert 0 <= top < 40 and bottom <= VIEWPORT["height"], (top, bottom)
+    assert page.evaluate("window.scrollY") > 0
+    demo.shot("demo-page-scrolled.png")
+    page.screenshot(path=str(OUTPUT / "demo-page-scrolled-viewport.png"))
+
+    # A refusal and a local error are results too: back to the form, send, and it scrolls again.
+    page.evaluate("window.scrollTo(0, 0)")
+    assert demo.send(tamper=True) == "refused"
+    top, _ = box_in_viewport(page, "#result")
+    assert 0 <= top < 40, top
+    page.evaluate("window.scrollTo(0, 0)")
+    page.fill("#order", "{")
+    assert demo.send() == "invalid"
+    top, bottom = box_in_viewport(page, "#result")  # the page is short now: wherever it can
+    assert top >= 0 and bottom <= VIEWPORT["height"], (top, bottom)
+    assert "not valid JSON" in demo.text("#error")
+    assert not demo.page_errors and not demo.unexpected_console_errors(refusals=1)
+
+
+def test_invalid_json_clears_the_previous_request(demo: Demo) -> None:
+    page = demo.page
+    demo.connect()
+    assert demo.send() == "ok", demo.text("#error")
+    assert demo.value("#status") == "200" and demo.value("#sealed") == "sealed"
+    assert demo.value("#signature") == "not-needed"
+    assert demo.text("#timing") != "—"
+
+    page.fill("#order", '{"poNumber": "PO-1", ')
+    assert demo.send() == "invalid"
+    assert "not valid JSON" in demo.text("#error") and "Nothing was sent" in demo.text("#error")
+    for badge in ("#status", "#signature", "#sealed"):
+        assert demo.value(badge) == "", badge
+        assert demo.text(badge) == "—", badge
+    assert demo.text("#timing") == "—"
+    assert demo.text("#sizes") == "" and demo.text("#signature-detail") == ""
+    assert "Nothing was sent" in demo.text("#wire-request")
+    assert demo.text("#app-answer") == demo.text("#app-received") == "Nothing yet."
+    assert not page.is_visible("#echo-check")
+    demo.shot("demo-page-invalid-json.png")
+    # Only the one good request reached the server.
+    assert demo.text("#log tbody").count("POST /api/echo") == 1
+    assert not demo.page_errors and not demo.unexpected_console_errors(refusals=0)
+
+
+def log_row(page: Page, kind: str) -> list[str]:
+    """The cells of the newest exchange-log row of `kind` (handshake, request, close)."""
+    row = page.locator("#log tbody tr").filter(
+        has=page.locator("td:nth-child(3)", has_text=re.compile(f"^{kind}$"))
+    )
+    return row.first.locator("td").all_inner_texts()
+
+
+def test_log_shows_the_signature_of_the_session_close(demo: Demo) -> None:
+    page = demo.page
+    closes: list[dict[str, str]] = []
+    page.on(
+        "response",
+        lambda response: (
+            closes.append(response.headers) if response.request.method == "DELETE" else None
+        ),
+    )
+    demo.choose("session")
+    demo.connect()
+    page.check("#format-jwe")  # ends the session: DELETE /hybrid/session
+    page.wait_for_function("document.querySelector('#log tbody').innerText.includes('close')")
+
+    assert len(closes) == 1
+    assert "x-response-signature" in closes[0] or "signature" in closes[0]  # the server signs it
+    cells = log_row(page, "close")
+    assert cells[4] == "DELETE /hybrid/session" and cells[5] == "204", cells
+    assert cells[6] == "empty" and cells[8] == "session ended", cells
+    assert cells[7] == "valid", cells  # checked, as the handshake's
+    assert log_row(page, "handshake")[7] == "valid"
+    demo.shot("demo-page-close-signature.png")
+    assert not demo.page_errors and not demo.unexpected_console_errors(refusals=0)
+
+
+# Members out of alphabetical order, integer-like names (a JS object would put "2" and "10"
+# first), numbers a JS number would rewrite (4890.0 -> 4890, 2^64 + 1 rounded), text not in ASCII.
+ORDER_AS_TYPED = """{
+  "zulu": "first",
+  "10": "ten",
+  "2": "two",
+  "alpha": {"yankee": 1, "7": [3, 1, 2], "bravo": {"z": null, "a": true}},
+  "unitPrice": 4890.0,
+  "serial": 18446744073709551617,
+  "note": "Gebäude C — dock 2 ✓",
+  "empty": {},
+  "none": []
+}"""
+
+
+@pytest.mark.parametrize("fmt", ["jwe", "session", "envelope"])
+def test_answer_shows_members_in_the_order_the_view_sent(demo: Demo, fmt: str) -> None:
+    page = demo.page
+    demo.choose(fmt)
+    demo.connect()
+    page.fill("#order", ORDER_AS_TYPED)
+    assert demo.send() == "ok", demo.text("#error")
+
+    # The view (Flask, sort_keys off in the demo) answers {"received": <what it got>}, in order.
+    as_sent = json.dumps(json.loads(ORDER_AS_TYPED), indent=2, ensure_ascii=False)
+    answered = json.dumps({"received": json.loads(ORDER_AS_TYPED)}, indent=2, ensure_ascii=False)
+    assert demo.text("#app-received") == as_sent
+    assert demo.text("#app-answer") == answered
+    assert "echoed back exactly this body" in demo.text("#echo-check")
+    assert list(json.loads(demo.text("#app-answer"))["received"]) == [
+        "zulu",
+        "10",
+        "2",
+        "alpha",
+        "unitPrice",
+        "serial",
+        "note",
+        "empty",
+        "none",
+    ]
+    demo.shot(f"demo-page-member-order-{fmt}.png")
     assert not demo.page_errors and not demo.unexpected_console_errors(refusals=0)

@@ -69,8 +69,19 @@ const SIGNATURE_TEXT = {
   valid: "valid",
   absent: "absent",
   "not-needed": "not needed (sealed: AEAD-authenticated)",
+  unchecked: "signed, not checked by the client",
   invalid: "INVALID",
 };
+
+/**
+ * The signature status to show for an exchange: the module's, except that an answer it reports as
+ * "absent" although it carries a signature is shown as signed and unchecked, never as unsigned.
+ */
+function signatureStatus(ex) {
+  if (ex.signature !== "absent") return ex.signature;
+  const headers = ex.responseHeaders;
+  return "signature" in headers || "x-response-signature" in headers ? "unchecked" : "absent";
+}
 
 // ---- State ------------------------------------------------------------------------------------
 
@@ -124,44 +135,120 @@ function tryJson(text) {
   }
 }
 
+// ---- JSON as it was sent ----------------------------------------------------------------------
+// A JS object does not keep what the page must show as sent: it puts integer-like members ("2",
+// "10") first, keeps one of two equal names, and rewrites numbers (4890.0 becomes 4890, and
+// 18446744073709551617 loses digits). The page therefore sends and shows the text's own tokens,
+// in the text's order:
+// {kind: "object", members: [[name, node], ...]}, {kind: "array", items: [node, ...]},
+// {kind: "string", value}, {kind: "number" | "literal", raw}.
+
+/** The token tree of `text`; throws SyntaxError (from JSON.parse) when it is not JSON. */
+function parseJsonTree(text) {
+  JSON.parse(text); // the browser's own parser decides what is JSON; below, the text is valid
+  let at = 0;
+  const skipSpace = () => {
+    while (at < text.length && " \t\n\r".includes(text[at])) at += 1;
+  };
+  const string = () => {
+    const start = at;
+    at += 1;
+    while (text[at] !== '"') at += text[at] === "\\" ? 2 : 1;
+    at += 1;
+    return JSON.parse(text.slice(start, at));
+  };
+  const node = () => {
+    skipSpace();
+    const first = text[at];
+    if (first === "{" || first === "[") {
+      const isObject = first === "{";
+      const children = [];
+      at += 1;
+      skipSpace();
+      if (text[at] !== (isObject ? "}" : "]")) {
+        for (;;) {
+          if (isObject) {
+            skipSpace();
+            const name = string();
+            skipSpace();
+            at += 1; // the colon
+            children.push([name, node()]);
+          } else {
+            children.push(node());
+          }
+          skipSpace();
+          if (text[at] !== ",") break;
+          at += 1;
+        }
+      }
+      at += 1; // the closing bracket
+      return isObject ? { kind: "object", members: children } : { kind: "array", items: children };
+    }
+    if (first === '"') return { kind: "string", value: string() };
+    const start = at;
+    while (at < text.length && !" \t\n\r,]}".includes(text[at])) at += 1;
+    const raw = text.slice(start, at);
+    return { kind: /^[-\d]/.test(raw) ? "number" : "literal", raw };
+  };
+  return node();
+}
+
+/** `{ok, tree}`: the token tree of `text`, or ok false when it is not JSON (or nests too deep). */
+function tryJsonTree(text) {
+  try {
+    return { ok: true, tree: parseJsonTree(text) };
+  } catch {
+    return { ok: false, tree: null };
+  }
+}
+
+/** The tree as compact JSON text: the members in their order, numbers with their digits. */
+function compactJson(tree) {
+  switch (tree.kind) {
+    case "object":
+      return `{${tree.members.map(([name, item]) => `${JSON.stringify(name)}:${compactJson(item)}`).join(",")}}`;
+    case "array":
+      return `[${tree.items.map(compactJson).join(",")}]`;
+    case "string":
+      return JSON.stringify(tree.value);
+    default:
+      return tree.raw;
+  }
+}
+
 /**
- * Pretty-printed, syntax-coloured JSON as DOM nodes (never innerHTML). `mark` highlights
- * characters [start, end) of the string value of top-level member `mark.key`.
+ * A JSON token tree pretty-printed and syntax-coloured as DOM nodes (never innerHTML), members
+ * in their order. `mark` highlights characters [start, end) of the string value of top-level
+ * member `mark.key`.
  */
-function jsonFragment(value, mark = null) {
+function jsonFragment(tree, mark = null) {
   const frag = document.createDocumentFragment();
   const put = (text, cls) => frag.append(cls ? el("span", cls, text) : text);
-  const walk = (v, depth, topKey) => {
+  const walk = (node, depth, topKey) => {
     const pad = "  ".repeat(depth);
-    if (Array.isArray(v)) {
-      if (v.length === 0) return put("[]", "j-punct");
-      put("[", "j-punct");
+    if (node.kind === "array" || node.kind === "object") {
+      const isObject = node.kind === "object";
+      const children = isObject ? node.members : node.items;
+      const [open, close] = isObject ? ["{", "}"] : ["[", "]"];
+      if (children.length === 0) return put(open + close, "j-punct");
+      put(open, "j-punct");
       put("\n");
-      v.forEach((item, i) => {
+      children.forEach((child, i) => {
         put(pad + "  ");
-        walk(item, depth + 1, null);
-        put(i < v.length - 1 ? ",\n" : "\n");
+        if (isObject) {
+          put(JSON.stringify(child[0]), "j-key");
+          put(": ");
+          walk(child[1], depth + 1, depth === 0 ? child[0] : null);
+        } else {
+          walk(child, depth + 1, null);
+        }
+        put(i < children.length - 1 ? ",\n" : "\n");
       });
       put(pad);
-      return put("]", "j-punct");
+      return put(close, "j-punct");
     }
-    if (v !== null && typeof v === "object") {
-      const entries = Object.entries(v);
-      if (entries.length === 0) return put("{}", "j-punct");
-      put("{", "j-punct");
-      put("\n");
-      entries.forEach(([k, item], i) => {
-        put(pad + "  ");
-        put(JSON.stringify(k), "j-key");
-        put(": ");
-        walk(item, depth + 1, depth === 0 ? k : null);
-        put(i < entries.length - 1 ? ",\n" : "\n");
-      });
-      put(pad);
-      return put("}", "j-punct");
-    }
-    if (typeof v === "string") {
-      const s = JSON.stringify(v);
+    if (node.kind === "string") {
+      const s = JSON.stringify(node.value);
       if (mark && topKey === mark.key) {
         const a = mark.start + 1;
         const b = Math.min(mark.end + 1, s.length - 1);
@@ -171,11 +258,10 @@ function jsonFragment(value, mark = null) {
       }
       return put(s, "j-str");
     }
-    if (typeof v === "number") return put(String(v), "j-num");
-    if (typeof v === "boolean") return put(String(v), "j-bool");
-    return put("null", "j-null");
+    if (node.kind === "number") return put(node.raw, "j-num");
+    return put(node.raw, node.raw === "null" ? "j-null" : "j-bool");
   };
-  walk(value, 0, null);
+  walk(tree, 0, null);
   return frag;
 }
 
@@ -266,7 +352,7 @@ function jweView(compact, labels, mark = null) {
     );
     if (i === 0) {
       try {
-        const header = JSON.parse(utf8Decode(b64urlDecode(part)));
+        const header = parseJsonTree(utf8Decode(b64urlDecode(part)));
         item.append(el("div", "seg-decoded-label", "decoded"), codeBlock(jsonFragment(header), "code-header"));
       } catch {
         item.append(el("div", "seg-note", "(not decodable)"));
@@ -342,12 +428,13 @@ function renderWireRequest(ex) {
     return;
   }
   const parsed = tryJson(ex.requestBody);
-  if (!parsed.ok) {
+  const tree = tryJsonTree(ex.requestBody);
+  if (!parsed.ok || !tree.ok) {
     box.append(codeBlock(ex.requestBody, "code-raw"));
     return;
   }
   box.append(
-    codeBlock(jsonFragment(parsed.value, tamper && { key: tamper.field, start: tamper.start, end: tamper.end })),
+    codeBlock(jsonFragment(tree.tree, tamper && { key: tamper.field, start: tamper.start, end: tamper.end })),
     legend(ENVELOPE_NOTES[ex.format], parsed.value),
     rawDetails(ex.requestBody, "Exact body as sent"),
   );
@@ -358,6 +445,9 @@ const RESPONSE_HEADER_ORDER = [
   "content-length",
   "x-encryption-enabled",
   "x-plaintext-content-type",
+  "content-digest",
+  "signature-input",
+  "signature",
   "x-response-signature",
   "x-response-signature-kid",
   "retry-after",
@@ -395,7 +485,7 @@ function renderWireResponse(ex, refusal) {
     );
     return;
   }
-  const parsed = tryJson(ex.responseBody);
+  const parsed = tryJsonTree(ex.responseBody);
   if (!ex.sealed) {
     box.append(
       el(
@@ -406,7 +496,7 @@ function renderWireResponse(ex, refusal) {
     );
   }
   if (parsed.ok) {
-    box.append(codeBlock(jsonFragment(parsed.value)), rawDetails(ex.responseBody, "Exact body as received"));
+    box.append(codeBlock(jsonFragment(parsed.tree)), rawDetails(ex.responseBody, "Exact body as received"));
   } else {
     box.append(codeBlock(ex.responseBody || "(empty)", "code-raw"));
   }
@@ -414,10 +504,11 @@ function renderWireResponse(ex, refusal) {
 
 // ---- App panel --------------------------------------------------------------------------------
 
+/** `text` pretty-printed as it is: members in the order they came, numbers with their digits. */
 function prettyInto(pre, text) {
   pre.replaceChildren();
-  const parsed = tryJson(text);
-  pre.append(parsed.ok ? jsonFragment(parsed.value) : text);
+  const parsed = tryJsonTree(text);
+  pre.append(parsed.ok ? jsonFragment(parsed.tree) : text);
 }
 
 function renderApp(ex, answerText, refused) {
@@ -443,7 +534,8 @@ function renderApp(ex, answerText, refused) {
   const sent = tryJson(ex.requestPlaintext ?? "");
   const echoed = tryJson(answerText);
   if (sent.ok && echoed.ok && echoed.value && typeof echoed.value === "object" && "received" in echoed.value) {
-    const same = canonical(echoed.value.received) === canonical(sent.value); // Flask sorts keys
+    // the same value: a view is free to order the members of its answer differently
+    const same = canonical(echoed.value.received) === canonical(sent.value);
     check.hidden = false;
     check.className = `check-line ${same ? "is-ok" : "is-bad"}`;
     check.textContent = same
@@ -463,13 +555,16 @@ function setBadge(id, value, text, tone) {
 
 function renderSummary(ex, { elapsed, refused, errorCode }) {
   setBadge("#status", String(ex.status), statusLine(ex.status), ex.status >= 400 ? "bad" : "ok");
-  const signature = errorCode === "invalid_signature" ? "invalid" : ex.signature;
-  const tone = { valid: "ok", "not-needed": "info", absent: "neutral", invalid: "bad" }[signature];
+  const signature = errorCode === "invalid_signature" ? "invalid" : signatureStatus(ex);
+  const tone = { valid: "ok", "not-needed": "info", absent: "neutral", unchecked: "warn", invalid: "bad" }[signature];
   setBadge("#signature", signature, SIGNATURE_TEXT[signature] ?? signature, tone);
-  const kid = ex.responseHeaders["x-response-signature-kid"];
+  // RFC 9421 names its key in Signature-Input; the body-only X-Response-Signature in its own header
+  const rfc9421 = /keyid="([^"]*)"/.exec(ex.responseHeaders["signature-input"] ?? "");
+  const kid = rfc9421 ? rfc9421[1] : ex.responseHeaders["x-response-signature-kid"];
+  const scheme = rfc9421 ? "RFC 9421 · RSASSA-PKCS1-v1_5 SHA-256" : "RSASSA-PKCS1-v1_5 SHA-256";
   $("#signature-detail").textContent =
     signature === "valid"
-      ? `RSASSA-PKCS1-v1_5 SHA-256${kid ? ` · kid ${shorten(kid, 10, 4)}` : ""}`
+      ? `${scheme}${kid ? ` · kid ${shorten(kid, 10, 4)}` : ""}`
       : signature === "not-needed"
         ? "AES-GCM tag verified"
         : "";
@@ -524,7 +619,7 @@ function recordExchange(ex) {
     el("td", "mono", `${ex.method} ${url.pathname}`),
     el("td", "mono", String(ex.status)),
     el("td", null, ex.sealed ? "sealed" : ex.status === 204 ? "empty" : ex.error ? "refusal" : "clear"),
-    el("td", null, SIGNATURE_TEXT[ex.signature] ?? ex.signature),
+    el("td", null, SIGNATURE_TEXT[signatureStatus(ex)] ?? signatureStatus(ex)),
     el("td", ex.error ? "outcome-bad" : "outcome-ok", outcome),
   );
   tbody.prepend(row);
@@ -672,19 +767,45 @@ async function connect() {
   setBusy(false);
 }
 
+/** Bring the result card into view (it sits below the order form) unless all of it shows. */
+function revealResult() {
+  const result = $("#result");
+  const box = result.getBoundingClientRect();
+  if (box.top >= 0 && box.bottom <= window.innerHeight) return;
+  const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  result.scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
+}
+
 function finish(state) {
   const result = $("#result");
   result.dataset.state = state;
   result.dataset.seq = String(Number(result.dataset.seq) + 1);
   setBusy(false);
+  revealResult();
+}
+
+/** Forget the previous request's outcome: nothing on the page may describe a request not sent. */
+function clearResult() {
+  for (const id of ["#status", "#signature", "#sealed"]) setBadge(id, "", "—", null);
+  $("#signature-detail").textContent = "";
+  $("#timing").textContent = "—";
+  $("#sizes").textContent = "";
+  $("#wire-request").replaceChildren(placeholder("Nothing was sent: the request body is not valid JSON."));
+  $("#wire-response").replaceChildren(placeholder("No response."));
+  $("#app-received").replaceChildren(el("span", "placeholder", "Nothing yet."));
+  $("#app-answer").replaceChildren(el("span", "placeholder", "Nothing yet."));
+  $("#app-answer-note").textContent = "";
+  $("#echo-check").hidden = true;
 }
 
 async function send() {
   if (busy || !client) return;
   clearError();
-  const parsed = tryJson($("#order").value);
+  // Sent as typed (compacted): members in the editor's order, numbers with their digits.
+  const parsed = tryJsonTree($("#order").value);
   if (!parsed.ok) {
-    showError("The request body is not valid JSON", ["Fix the purchase order, or press “Reset order”."]);
+    clearResult();
+    showError("The request body is not valid JSON", ["Nothing was sent. Fix the purchase order, or press “Reset order”."]);
     finish("invalid");
     return;
   }
@@ -698,7 +819,7 @@ async function send() {
   let response = null;
   let failure = null;
   try {
-    response = await client.fetch(ENDPOINT, { method: "POST", body: JSON.stringify(parsed.value) });
+    response = await client.fetch(ENDPOINT, { method: "POST", body: compactJson(parsed.tree) });
   } catch (err) {
     failure = err;
   }
@@ -728,8 +849,8 @@ async function send() {
     const lines = [
       `${failure.message}`,
       signed
-        ? "The refusal was signed (X-Response-Signature verified against the server's identity key): the page knows it really came from the server, not from something on the path."
-        : "The refusal carried no signature.",
+        ? "The refusal was signed, and its signature verified against the server's identity key: the page knows it really came from the server, not from something on the path."
+        : "The refusal carried no signature the page could check.",
     ];
     if (tampered && lastTamper) {
       lines.unshift(
