@@ -38,7 +38,10 @@ def run_node_tests(test_file: str, **env: str) -> None:
     assert f"{info} fail 0" in summary and f"{info} pass 0" not in summary, summary
 
 
-@pytest.mark.parametrize("test_file", ["vectors.test.mjs", "interop.test.mjs", "client.test.mjs"])
+@pytest.mark.parametrize(
+    "test_file",
+    ["vectors.test.mjs", "interop.test.mjs", "client.test.mjs", "signature.test.mjs"],
+)
 def test_browser_module_offline(test_file: str) -> None:
     run_node_tests(test_file)
 
