@@ -10,7 +10,14 @@ import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 
-import { HybridClient, HybridError, b64decode, b64encode } from "../../flask_hybrid/static/hybrid.js";
+import {
+  HybridClient,
+  HybridError,
+  b64decode,
+  b64encode,
+  contentDigest,
+  jwkThumbprint,
+} from "../../flask_hybrid/static/hybrid.js";
 
 const require = createRequire(import.meta.url);
 const JSEncrypt = require("jsencrypt"); // its ESM entry does not load in Node; the CJS build does
@@ -109,10 +116,32 @@ function defineLiveTests(baseUrl) {
       await assert.rejects(connect({ format: "jwe", pinnedKid: "A".repeat(43) }), isHybridError("unknown_key"));
     });
 
-    test("a tampered request is invalid_payload (a signed refusal)", async () => {
+    test("a tampered request is invalid_payload (a refusal signed for this request)", async () => {
       const client = await connect({ format: "jwe", beforeSend: flipCiphertextBit });
       await assert.rejects(echo(client), (err) => isHybridError("invalid_payload")(err) && err.status === 400);
-      assert.notEqual(client.lastExchange.signature, "absent", "refusals to J are signed by default");
+      assert.equal(client.lastExchange.signature, "valid", "refusals are signed for their request by default");
+      const sent = client.lastExchange;
+      assert.equal(sent.requestHeaders["content-digest"], await contentDigest(sent.requestBody));
+      assert.match(sent.responseHeaders["signature-input"], /^hybrid=\(.*"content-digest";req.*tag="flask-hybrid"/);
+    });
+
+    test("unknown_key, signed for this request: the keys are refetched and the request retried", async () => {
+      const client = await connect({ format: "jwe" });
+      // Make the client encrypt to a key the server does not have (as after a rotation).
+      const pair = await crypto.subtle.generateKey(
+        { name: "RSA-OAEP", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
+        true,
+        ["encrypt", "decrypt"],
+      );
+      const { n, e } = await crypto.subtle.exportKey("jwk", pair.publicKey);
+      const kid = await jwkThumbprint({ n, e });
+      client._keys.set(kid, { kid, jwk: { kty: "RSA", n, e }, enc: true, sig: false }); // internal
+      client._currentKid = kid;
+      const exchanges = [];
+      client.onExchange = (ex) => exchanges.push([ex.status, ex.signature, ex.error && ex.error.code]);
+      await assertEcho(await echo(client));
+      assert.deepEqual(exchanges, [[401, "valid", "unknown_key"], [200, "not-needed", null]]);
+      assert.notEqual(client.kid, kid);
     });
   });
 
@@ -137,13 +166,19 @@ function defineLiveTests(baseUrl) {
       await client.close();
     });
 
-    test("bodiless GET (X-Encrypted-Aes-Key): the 405 comes back sealed", async () => {
-      const client = await connect({ format: "session" });
-      const res = await client.fetch("/api/echo");
-      assert.equal(res.status, 405);
-      assert.equal(client.lastExchange.sealed, true);
-      assert.ok(client.lastExchange.requestHeaders["x-encrypted-aes-key"]);
+    test("bodiless GET (X-Encrypted-Aes-Key, a fresh one each time even with reuseKey): the 405 comes back sealed", async () => {
+      const client = await connect({ format: "session", reuseKey: true });
+      const wrapped = [];
+      for (let i = 0; i < 2; i++) {
+        const res = await client.fetch("/api/echo");
+        assert.equal(res.status, 405);
+        assert.equal(client.lastExchange.sealed, true);
+        assert.equal(client.lastExchange.requestHeaders["content-digest"], await contentDigest(""));
+        wrapped.push(client.lastExchange.requestHeaders["x-encrypted-aes-key"]);
+      }
+      assert.ok(wrapped[0] && wrapped[1] && wrapped[0] !== wrapped[1]);
       await client.close();
+      assert.equal(client.lastExchange.signature, "valid", "the DELETE's answer is signed for it");
     });
 
     test("close(): the client refuses further requests, and the server refuses the old token", async () => {
