@@ -12,9 +12,20 @@ Request bodies are encrypted and sealed responses opened on the way back, so the
 :class:`requests.Response` looks like the app's own. Refusals by flask-hybrid itself raise a
 :class:`HybridClientError` subclass; the app's own error statuses are returned, as requests does.
 
-Security: the identity keys come from ``/hybrid/jwks.json`` over the connection itself, so
-without ``pinned_kid`` the client trusts whichever server TLS lets it reach. Pin the kid (an
-RFC 7638 thumbprint, checked against the key material) to trust one key only.
+Every request carries ``Content-Digest`` (RFC 9530) of its body as sent, and every answer that is
+not sealed under this request's key (a refusal, the handshake, a bodiless answer to a sealed
+request, a plaintext format E answer) must carry an RFC 9421 signature by one of the server's
+signing keys that covers this request's method, its ``Content-Digest`` and, for a bodiless
+request, its key header (``docs/PROTOCOL.md``, "Request-bound response signatures"). Otherwise
+the client raises :class:`SignatureError` and does not retry: a proxy cannot answer a request
+with a refusal captured from another one, or turn an answer into an empty 204. The client retries
+by itself (refetching the keys on ``unknown_key``, handshaking again on ``invalid_session``) only
+after such a verified refusal, which proves the app never ran the request.
+
+Security: the identity and signing keys come from ``/hybrid/jwks.json`` over the connection
+itself, so without ``pinned_kid`` / ``pinned_signing_kid`` the client trusts whichever server TLS
+lets it reach. Pin the kids (RFC 7638 thumbprints, checked against the key material) to trust
+those keys only.
 """
 
 from __future__ import annotations
@@ -34,6 +45,14 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
+from http_message_signatures import (
+    ContentDigest,
+    HTTPMessageSignaturesException,
+    HTTPMessageVerifier,
+    HTTPSignatureKeyResolver,
+    InvalidSignature,
+    algorithms,
+)
 from requests.hooks import default_hooks, dispatch_hook
 from requests.sessions import merge_setting
 from requests.structures import CaseInsensitiveDict
@@ -42,7 +61,6 @@ from requests.utils import get_encoding_from_headers
 from . import errors
 from .core import aead, formats, jwe, rsa
 from .core.encoding import (
-    b64decode,
     b64encode,
     b64url_encode,
     loads_json,
@@ -61,9 +79,12 @@ __all__ = [
     "RateLimitedError",
     "ReplayedRequestError",
     "ResponseError",
+    "SentRequest",
     "SignatureError",
     "StoreUnavailableError",
     "UnknownKeyError",
+    "content_digest",
+    "verify_response_signature",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,9 +99,15 @@ _JSON = formats.JSON_CONTENT_TYPE
 _JTI_BYTES = 16
 _EXPIRY_MARGIN = 5.0  # renew a session this many seconds early (at most 10% of its life)
 _CLOSE_TIMEOUT = 10.0
-_UNSEALED_STATUSES = frozenset({204, 304})  # no body, so the server seals nothing
-_SIGNATURE = "X-Response-Signature"
-_SIGNATURE_KID = "X-Response-Signature-Kid"
+_BODILESS_STATUSES = frozenset({204, 205, 304})  # and 1xx: answers that carry no body
+
+#: The RFC 9421 signature flask-hybrid's server adds (PROTOCOL.md, "Request-bound response
+#: signatures"): its label, tag, algorithm and the components it must cover.
+SIGNATURE_LABEL = "hybrid"
+SIGNATURE_TAG = "flask-hybrid"
+_SIGNATURE_ALGORITHM = algorithms.RSA_V1_5_SHA256
+_REQUIRED_COMPONENTS = ('"@status"', '"content-digest"', '"@method";req', '"content-digest";req')
+_KEY_HEADERS = ("X-Hybrid-JWE", "X-Encrypted-Aes-Key")  # the bodiless forms' key carriers
 
 
 # --- exceptions --------------------------------------------------------------------------------
@@ -89,7 +116,9 @@ class HybridClientError(requests.RequestException):
 
     ``code`` is the error-table code (or ``invalid_signature`` / ``invalid_response`` for checks
     the client makes itself), ``status`` the HTTP status of the response involved (``None``
-    when there is none) and ``response`` that response.
+    when there is none) and ``response`` that response. ``verified`` is True for a refusal
+    whose RFC 9421 signature was verified and bound to the request it answers: only such a
+    refusal proves that the app did not run the request (and only it is retried).
     """
 
     code: str = "hybrid_error"
@@ -97,6 +126,7 @@ class HybridClientError(requests.RequestException):
     def __init__(self, message: str = "", *, response: requests.Response | None = None) -> None:
         super().__init__(message or self.code, response=response)
         self.status: int | None = None if response is None else response.status_code
+        self.verified = False
 
 
 class InvalidPayloadError(HybridClientError):
@@ -146,7 +176,12 @@ class StoreUnavailableError(HybridClientError):
 
 
 class SignatureError(HybridClientError):
-    """A response signature is missing where one is required, or does not verify."""
+    """An answer that must carry a signature bound to its request has none, or a bad one.
+
+    Raised for a refusal, a handshake answer, a bodiless answer to a sealed request or a
+    plaintext format E answer without a valid RFC 9421 signature covering this request. The
+    request may have reached the app: it is never retried.
+    """
 
     code = "invalid_signature"
 
@@ -252,10 +287,148 @@ def _restore(response: requests.Response, plaintext: bytes, content_type: str | 
         headers["Content-Type"] = content_type
     headers.pop("X-Plaintext-Content-Type", None)
     headers.pop("X-Encryption-Enabled", None)
+    headers.pop("Content-Digest", None)  # it described the sealed body
     if "Content-Length" in headers or "Transfer-Encoding" not in headers:
         headers["Content-Length"] = str(len(plaintext))
     response._content = plaintext
     response.encoding = get_encoding_from_headers(headers)
+
+
+# --- request-bound response signatures (RFC 9421) -------------------------------------------
+def content_digest(body: bytes) -> str:
+    """The RFC 9530 ``Content-Digest`` value of a body as sent: ``sha-256=:<b64>:``."""
+    return ContentDigest.create(body)
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """A request as it went on the wire, which a response signature must be bound to.
+
+    ``headers`` are exactly the headers sent (the client's own ``Content-Digest`` and key
+    header among them); nothing in it may come from the response.
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class _ReceivedAnswer:
+    """The message shape http-message-signatures resolves components from."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    request: SentRequest
+
+
+class _KeyLookup(HTTPSignatureKeyResolver):
+    def __init__(self, lookup: Callable[[str], rsa.PublicKey | None]) -> None:
+        self._lookup = lookup
+
+    def resolve_public_key(self, key_id: str) -> rsa.PublicKey | None:
+        return self._lookup(key_id)
+
+    def resolve_private_key(self, key_id: str) -> Any:
+        raise NotImplementedError("the client only verifies")
+
+
+class _BoundResponseVerifier(HTTPMessageVerifier):
+    """RFC 9421 verification whose freshness comes from the request binding, not the clock.
+
+    The covered request ``Content-Digest`` (of a body with a fresh IV, ``ek`` or ``jti``) or
+    key header is unique to one request, so a valid signature over it was made for this very
+    exchange. The server's ``created`` is therefore not compared with the local clock: a client
+    whose clock is off by more than the library's 5 s still verifies.
+    """
+
+    def validate_created_and_expires(self, sig_input: Any, max_age: Any = None) -> None:
+        if type(sig_input.params.get("created")) is not int:
+            raise InvalidSignature('the signature has no integer "created" parameter')
+
+
+def verify_response_signature(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    request: SentRequest,
+    keys: Mapping[str, rsa.PublicKey] | Callable[[str], rsa.PublicKey | None],
+) -> str:
+    """Check that an answer carries flask-hybrid's RFC 9421 signature bound to ``request``.
+
+    The ``hybrid`` signature must have ``tag="flask-hybrid"``, ``alg="rsa-v1_5-sha256"`` and a
+    ``keyid`` that ``keys`` (signing keys by kid, or a lookup function) resolves, and cover
+    ``@status``, the answer's ``Content-Digest`` (which must match ``body``, the content as
+    received), and from ``request`` its method, its ``Content-Digest`` and its key header when
+    it has one (``X-Hybrid-JWE`` / ``X-Encrypted-Aes-Key``). Returns the signing key's kid;
+    raises :class:`SignatureError` otherwise. ``created`` is not checked against the clock.
+
+    ::
+
+        sent = SentRequest("POST", url, {"Content-Digest": content_digest(body)})
+        kid = verify_response_signature(401, response.headers, response.content, sent, keys)
+    """
+    lookup = keys.get if isinstance(keys, Mapping) else keys
+    sent_headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(request.headers)
+    required = [
+        *_REQUIRED_COMPONENTS,
+        *(f'"{name.lower()}";req' for name in _KEY_HEADERS if name in sent_headers),
+    ]
+    verifier = _BoundResponseVerifier(
+        signature_algorithm=_SIGNATURE_ALGORITHM, key_resolver=_KeyLookup(lookup)
+    )
+    try:
+        results = verifier.verify(
+            _ReceivedAnswer(status, headers, request),
+            max_age=None,
+            expect_tag=SIGNATURE_TAG,
+            expect_label=SIGNATURE_LABEL,
+            require_components=required,
+            body=body,
+        )
+    except (HTTPMessageSignaturesException, ValueError, TypeError) as error:
+        raise SignatureError(f"the response signature does not verify: {error}") from None
+    # The library accepts a signature without "alg"; the protocol requires it.
+    parameters = results[0].parameters
+    if parameters.get("alg") != _SIGNATURE_ALGORITHM.algorithm_id:
+        raise SignatureError("the response signature does not name rsa-v1_5-sha256")
+    return str(parameters["keyid"])
+
+
+def _sent_request(prepared: requests.PreparedRequest | None) -> SentRequest | None:
+    """What requests recorded as sent (the prepared request of the response)."""
+    if prepared is None or prepared.method is None or prepared.url is None:
+        return None
+    headers = {
+        name: value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        for name, value in prepared.headers.items()
+    }
+    return SentRequest(prepared.method, prepared.url, headers)
+
+
+def _is_bodiless(response: requests.Response) -> bool:
+    """An answer without a body: 1xx, 204, 205, 304, or simply empty."""
+    status = response.status_code
+    return 100 <= status < 200 or status in _BODILESS_STATUSES or not response.content
+
+
+def _key_sets(body: bytes) -> tuple[dict[str, rsa.PublicKey], dict[str, rsa.PublicKey]]:
+    """The encryption keys and the signing keys of a JWK Set, by RFC 7638 kid, in order.
+
+    Entries marked ``"use": "enc"`` / ``"sig"`` go to one list each (a key that does both is
+    listed twice); a set that marks no entry is a server that signs with its identity keys, and
+    every key goes to both. Raises :class:`InvalidPayload` when there is no usable key at all.
+    """
+    key_sets: list[dict[str, rsa.PublicKey]] = []
+    for use in ("enc", "sig"):
+        try:
+            key_sets.append(parse_jwks(body, use=use))
+        except InvalidPayload:
+            key_sets.append({})
+    encryption_keys, signing_keys = key_sets
+    if not encryption_keys and not signing_keys:
+        raise InvalidPayload
+    return encryption_keys, signing_keys
 
 
 # --- state -------------------------------------------------------------------------------------
@@ -267,6 +440,29 @@ class _Session:
     public_key: rsa.PublicKey = field(repr=False)
     session_id: str
     renew_at: float
+
+
+@dataclass(frozen=True)
+class _KeySet:
+    """The server's keys from ``jwks.json``: to encrypt to (J, E) and to verify signatures."""
+
+    encryption: dict[str, rsa.PublicKey] = field(repr=False)
+    signing: dict[str, rsa.PublicKey] = field(repr=False)
+
+
+class _SigningKeyLookup:
+    """Signing keys by kid for one verification; notes a kid it lacks (worth one refetch)."""
+
+    def __init__(self, keys: Mapping[str, rsa.PublicKey], pinned_kid: str | None) -> None:
+        self._keys, self._pinned_kid = keys, pinned_kid
+        self.missing = False
+
+    def __call__(self, kid: str) -> rsa.PublicKey | None:
+        if self._pinned_kid is not None and kid != self._pinned_kid:
+            return None  # no refetch: no key set makes another kid acceptable
+        key = self._keys.get(kid)
+        self.missing = key is None
+        return key
 
 
 @dataclass(frozen=True)
@@ -297,22 +493,36 @@ class HybridSession(requests.Session):
     :param format: ``"jwe"`` (format J), ``"session"`` (format S) or ``"envelope"`` (format E).
     :param device_id: the S device id (default: a random one).
     :param reuse_key: S and J: one CEK (one wrapped key) for many requests, fresh IV and jti.
+        A bodiless S request still wraps a fresh CEK, so its ``X-Encrypted-Aes-Key`` (which its
+        answer's signature covers) is unique.
     :param pinned_kid: trust only the identity key with this RFC 7638 kid: J and E encrypt to
-        it, and every signature must be by it. A kid missing from the server's keys raises
-        :class:`UnknownKeyError`; a signature by another key, :class:`SignatureError`.
+        it. A kid missing from the server's encryption keys raises :class:`UnknownKeyError`.
+    :param pinned_signing_kid: accept response signatures by this signing key only (default:
+        ``pinned_kid``; set it when the server signs with a separate key). A kid missing from
+        the server's signing keys raises :class:`UnknownKeyError`; a signature by another key,
+        :class:`SignatureError`.
     :param envelope_padding: E: ``"oaep"`` (OAEP-256 over the raw CEK) or ``"pkcs1v15"``
         (JSEncrypt's PKCS#1 v1.5 over the b64(CEK) text).
     :param encrypt_response: E: ask for sealed responses (``X-Encrypt-Response: true``); when
         False the plaintext responses must carry a valid signature.
-    :param verify_signatures: check ``X-Response-Signature`` (handshakes, unsealed E answers,
-        refusals and any other signed response).
+    :param verify_signatures: require the RFC 9421 signature bound to the request on every
+        answer that is not sealed under its key: refusals, handshakes, bodiless answers to
+        sealed requests, plaintext E answers. With False nothing is verified, and refusals
+        are raised but never retried (an unverified refusal may be a proxy's).
     :param clock: seconds since the epoch (J ``iat``, session expiry, ``Retry-After`` dates).
     :param prefix: the blueprint's URL prefix.
 
+    Every request carries ``Content-Digest: sha-256=:…:`` of its body as sent (of ``b""``
+    when it has none). An automatic retry (new key set on ``unknown_key``, new handshake on
+    ``invalid_session``) happens at most once, and only after a verified refusal; anything
+    else is raised, so a non-idempotent request is never sent twice on an unproven answer.
+    ``X-Response-Signature`` (kept by the server for JSEncrypt clients) is not used.
+
     Redirects are returned, never followed (a redirected request would leave unencrypted);
     ``files=`` is refused (multipart bodies are never encrypted). HEAD requests carry the key
-    like GET, but their answer has no body to open and is returned as it came. Format E has no
-    bodiless form: a request without a body is sent as it is.
+    like GET, but their answer has no body to open and is returned as it came, unchecked.
+    Format E has no bodiless form: a request without a body is sent as it is, and its answer
+    is returned unchecked (a refusal to it is raised, never retried).
     """
 
     def __init__(
@@ -323,6 +533,7 @@ class HybridSession(requests.Session):
         device_id: str | None = None,
         reuse_key: bool = False,
         pinned_kid: str | None = None,
+        pinned_signing_kid: str | None = None,
         envelope_padding: EnvelopePadding = "oaep",
         encrypt_response: bool = True,
         verify_signatures: bool = True,
@@ -350,13 +561,16 @@ class HybridSession(requests.Session):
         self.device_id = device_id
         self.reuse_key = reuse_key
         self.pinned_kid = pinned_kid
+        self.pinned_signing_kid = (
+            pinned_signing_kid if pinned_signing_kid is not None else pinned_kid
+        )
         self.envelope_padding: EnvelopePadding = envelope_padding
         self.encrypt_response = encrypt_response
         self.verify_signatures = verify_signatures
         self.prefix = prefix.rstrip("/")
         self._clock = clock
         self._lock = threading.RLock()
-        self._identity_keys: dict[str, rsa.PublicKey] | None = None
+        self._key_set: _KeySet | None = None
         self._session: _Session | None = None
         self._reused_key: _ReusedKey | None = None
 
@@ -422,14 +636,15 @@ class HybridSession(requests.Session):
             response = self.send(prepared, allow_redirects=False, **send_kwargs)
             try:
                 response = self._finish(response, exchange, transport)
-            except InvalidSessionError:
-                if self.format != "session" or attempt == 2:
+            except InvalidSessionError as refusal:
+                # Only a refusal signed for this very request proves the app never ran it.
+                if self.format != "session" or attempt == 2 or not refusal.verified:
                     raise
                 logger.debug("flask-hybrid: session refused, handshaking again")
                 self._drop_session(exchange.session_id)
                 continue
-            except UnknownKeyError:
-                if self.format == "session" or attempt == 2:
+            except UnknownKeyError as refusal:
+                if self.format == "session" or attempt == 2 or not refusal.verified:
                     raise
                 logger.debug("flask-hybrid: key unknown to the server, refetching the keys")
                 self._fetch_keys(transport)
@@ -449,6 +664,7 @@ class HybridSession(requests.Session):
                     headers={
                         "Authorization": f"Bearer {session.token}",
                         "X-Device-Id": self.device_id,
+                        "Content-Digest": content_digest(b""),
                     },
                     allow_redirects=False,
                     timeout=_CLOSE_TIMEOUT,
@@ -526,6 +742,8 @@ class HybridSession(requests.Session):
             wire_body, exchange = self._seal_envelope(body, wire_headers, transport)
         if wire_body is not None and "Content-Type" not in wire_headers:
             wire_headers["Content-Type"] = _JSON
+        # What the answer's signature is bound to (it replaces any digest the caller gave).
+        wire_headers["Content-Digest"] = content_digest(wire_body or b"")
         if method == "HEAD":
             exchange = _Exchange("head")
         prepared = self.prepare_request(
@@ -540,14 +758,17 @@ class HybridSession(requests.Session):
     ) -> tuple[bytes | None, _Exchange]:
         """Format S: the session headers, and the body sealed (or the key in a header)."""
         session = self._current_session(transport)
-        cek, wrapped_key = self._key_for(session.session_id, session.public_key)
         headers["Authorization"] = f"Bearer {session.token}"
         headers["X-Device-Id"] = self.device_id
         headers["X-Encryption-Enabled"] = "true"
-        exchange = _Exchange("sealed", cek, session_id=session.session_id)
         if body is None:
-            headers["X-Encrypted-Aes-Key"] = b64encode(wrapped_key)
-            return None, exchange
+            # Never the reused key: the wrapped key is all that makes this request unique, and
+            # the answer's signature is bound to it.
+            cek = aead.new_cek()
+            headers["X-Encrypted-Aes-Key"] = b64encode(rsa.wrap_oaep(session.public_key, cek))
+            return None, _Exchange("sealed", cek, session_id=session.session_id)
+        cek, wrapped_key = self._key_for(session.session_id, session.public_key)
+        exchange = _Exchange("sealed", cek, session_id=session.session_id)
         return formats.seal_session_request(cek, wrapped_key, body), exchange
 
     def _seal_jwe(
@@ -614,17 +835,24 @@ class HybridSession(requests.Session):
     def _finish(
         self, response: requests.Response, exchange: _Exchange, transport: dict[str, Any]
     ) -> requests.Response:
-        """Raise for a refusal, check signatures, open a sealed body."""
+        """Raise for a refusal, require a bound signature where nothing is sealed, open the rest.
+
+        ``response.request`` (what requests sent) is what a signature must be bound to.
+        """
         if exchange.kind == "head":
             return response
         refusal = _refusal(response, self._clock())
         if refusal is not None:
-            self._check_signature(response, required=False, transport=transport)
+            if exchange.kind != "plain" and self.verify_signatures:
+                self._require_bound_signature(response, transport)
+                refusal.verified = True
             raise refusal
-        self._check_signature(response, required=exchange.kind == "signed", transport=transport)
-        if exchange.kind != "sealed":
+        if exchange.kind == "plain":
             return response
-        if response.status_code in _UNSEALED_STATUSES and not response.content:
+        if exchange.kind == "signed" or _is_bodiless(response):
+            # Nothing sealed vouches for this answer (a proxy may have dropped the real one).
+            if self.verify_signatures:
+                self._require_bound_signature(response, transport)
             return response
         plaintext, content_type = self._open_sealed(response, exchange)
         _restore(response, plaintext, content_type)
@@ -654,69 +882,78 @@ class HybridSession(requests.Session):
             raise ResponseError("the sealed response does not open", response=response) from None
         return plaintext, response.headers.get("X-Plaintext-Content-Type")
 
-    def _check_signature(
-        self, response: requests.Response, *, required: bool, transport: dict[str, Any]
+    def _require_bound_signature(
+        self, response: requests.Response, transport: dict[str, Any]
     ) -> None:
-        """Verify ``X-Response-Signature`` over the exact body, when present or required."""
-        if not self.verify_signatures:
-            return
-        signature_text = response.headers.get(_SIGNATURE)
-        if signature_text is None:
-            if required:
-                raise SignatureError("the response is not signed", response=response)
-            return
-        public_key = self._signature_key(response.headers.get(_SIGNATURE_KID), transport)
-        try:
-            signature = b64decode(signature_text)
-        except InvalidPayload:
-            signature = b""
-        if public_key is None or not rsa.verify(public_key, signature, response.content):
-            raise SignatureError("the response signature does not verify", response=response)
+        """The RFC 9421 signature, bound to the request sent, or :class:`SignatureError`.
+
+        A signature by a kid the key set lacks gets one refetch of the keys (the server may
+        have rotated); a kid other than ``pinned_signing_kid`` never resolves.
+        """
+        sent = _sent_request(response.request)
+        if sent is None:
+            raise SignatureError(
+                "no record of the request to bind the answer to", response=response
+            )
+        key_set = self._keys(transport)  # key I/O stays outside the library's verify()
+        for refetched in (False, True):
+            lookup = _SigningKeyLookup(key_set.signing, self.pinned_signing_kid)
+            try:
+                verify_response_signature(
+                    response.status_code, response.headers, response.content, sent, lookup
+                )
+                return
+            except SignatureError as error:
+                if refetched or not lookup.missing:
+                    raise SignatureError(str(error), response=response) from None
+            logger.debug("flask-hybrid: signature by an unknown key, refetching the keys")
+            key_set = self._fetch_keys(transport)
 
     # -- keys ----------------------------------------------------------------------------------
-    def _fetch_keys(self, transport: dict[str, Any]) -> dict[str, rsa.PublicKey]:
-        """GET the JWK Set (again) and keep it; the pinned kid must be in it."""
+    def _fetch_keys(self, transport: dict[str, Any]) -> _KeySet:
+        """GET the JWK Set (again) and keep it; the pinned kids must be in it."""
         response = super().request(
             "GET", self._endpoint("jwks.json"), allow_redirects=False, **transport
         )
         refusal = _refusal(response, self._clock())
         if refusal is not None:
-            raise refusal
+            raise refusal  # unsigned (a key set is not signed): never retried
         try:
             if response.status_code != 200:
                 raise InvalidPayload
-            keys = parse_jwks(response.content)
+            encryption_keys, signing_keys = _key_sets(response.content)
         except InvalidPayload:
             raise ResponseError("the server's key set is not usable", response=response) from None
-        if self.pinned_kid is not None and self.pinned_kid not in keys:
+        if self.pinned_kid is not None and self.pinned_kid not in encryption_keys:
             raise UnknownKeyError(
                 "the pinned kid is not among the server's keys", response=response
             )
+        pinned_signing_kid = self.pinned_signing_kid
+        if (
+            self.verify_signatures
+            and pinned_signing_kid is not None
+            and pinned_signing_kid not in signing_keys
+        ):
+            raise UnknownKeyError(
+                "the pinned signing kid is not among the server's signing keys", response=response
+            )
+        key_set = _KeySet(encryption_keys, signing_keys)
         with self._lock:
-            self._identity_keys = keys
-        return keys
+            self._key_set = key_set
+        return key_set
 
-    def _keys(self, transport: dict[str, Any]) -> dict[str, rsa.PublicKey]:
+    def _keys(self, transport: dict[str, Any]) -> _KeySet:
         with self._lock:
-            keys = self._identity_keys
-            return keys if keys is not None else self._fetch_keys(transport)
+            key_set = self._key_set
+            return key_set if key_set is not None else self._fetch_keys(transport)
 
     def _encryption_key(self, transport: dict[str, Any]) -> tuple[str, rsa.PublicKey]:
         """The pinned identity key, else the current one (first in the key set)."""
-        keys = self._keys(transport)
+        keys = self._keys(transport).encryption
+        if not keys:
+            raise ResponseError("the server's key set has no encryption key")
         kid = self.pinned_kid if self.pinned_kid is not None else next(iter(keys))
         return kid, keys[kid]
-
-    def _signature_key(self, kid: str | None, transport: dict[str, Any]) -> rsa.PublicKey | None:
-        """The key a signature names (refetching the keys once for an unknown kid)."""
-        if kid is None:
-            kid = self._encryption_key(transport)[0]
-        if self.pinned_kid is not None and kid != self.pinned_kid:
-            return None
-        keys = self._keys(transport)
-        if kid not in keys:
-            keys = self._fetch_keys(transport)
-        return keys.get(kid)
 
     # -- format S sessions ---------------------------------------------------------------------
     def _current_session(self, transport: dict[str, Any]) -> _Session:
@@ -738,18 +975,24 @@ class HybridSession(requests.Session):
             self._keys(transport)
         cek = aead.new_cek()
         started = self._clock()
+        body = jsonlib.dumps(
+            {"aesKey": b64encode(cek), "deviceId": self.device_id}, separators=(",", ":")
+        ).encode("ascii")
         response = super().request(
             "POST",
             self._endpoint("session"),
-            json={"aesKey": b64encode(cek), "deviceId": self.device_id},
+            data=body,
+            headers={"Content-Type": _JSON, "Content-Digest": content_digest(body)},
             allow_redirects=False,
             **transport,
         )
         refusal = _refusal(response, self._clock())
+        if self.verify_signatures:  # a refusal or the session: either must be for this request
+            self._require_bound_signature(response, transport)
+            if refusal is not None:
+                refusal.verified = True
         if refusal is not None:
-            self._check_signature(response, required=False, transport=transport)
             raise refusal
-        self._check_signature(response, required=True, transport=transport)
         try:
             if response.status_code != 201:
                 raise InvalidPayload

@@ -9,14 +9,23 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import requests
+from http_message_signatures import (
+    ContentDigest,
+    HTTPMessageSigner,
+    MappingKeyResolver,
+    algorithms,
+)
 from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
@@ -78,14 +87,65 @@ def make_response(
 
 
 def signed_headers(body: bytes, key: rsa.PrivateKey = IDENTITY_1, kid: str = KID_1) -> dict:
+    """The body-only ``X-Response-Signature`` the server keeps for JSEncrypt clients."""
     return {"X-Response-Signature": b64encode(rsa.sign(key, body)), "X-Response-Signature-Kid": kid}
 
 
-def refusal(code: str, *, signed: bool = True) -> tuple[int, dict[str, str], bytes]:
+COVERED = ('"@status"', '"content-digest"', '"@method";req', '"content-digest";req')
+
+
+def bound_signature(
+    request: requests.PreparedRequest,
+    status: int,
+    body: bytes,
+    *,
+    key: rsa.PrivateKey = IDENTITY_1,
+    kid: str = KID_1,
+    covered: Sequence[str] | None = None,
+    tag: str = "flask-hybrid",
+    label: str = "hybrid",
+    created: int | None = None,
+    include_alg: bool = True,
+) -> dict[str, str]:
+    """RFC 9421 headers (``Content-Digest``, ``Signature-Input``, ``Signature``) as the server
+    signs an answer to ``request``, made with http-message-signatures, not the client's code."""
+    request_headers = {name: str(value) for name, value in request.headers.items()}
+    if covered is None:
+        covered = [
+            *COVERED,
+            *(
+                f'"{name.lower()}";req'
+                for name in ("X-Hybrid-JWE", "X-Encrypted-Aes-Key")
+                if name in request.headers
+            ),
+        ]
+    answer = SimpleNamespace(
+        status_code=status,
+        headers={"Content-Digest": ContentDigest.create(body)},
+        request=SimpleNamespace(method=request.method, url=request.url, headers=request_headers),
+    )
+    signer = HTTPMessageSigner(
+        signature_algorithm=algorithms.RSA_V1_5_SHA256,
+        key_resolver=MappingKeyResolver(public_keys={}, private_keys={kid: key}),
+    )
+    signer.sign(
+        answer,
+        key_id=kid,
+        label=label,
+        tag=tag,
+        covered_component_ids=covered,
+        use_existing_digest=True,
+        include_alg=include_alg,
+        created=None if created is None else datetime.fromtimestamp(created, timezone.utc),
+    )
+    return dict(answer.headers)
+
+
+def refusal(code: str) -> tuple[int, dict[str, str], bytes]:
+    """A refusal as the server sends it; the fake server adds the RFC 9421 signature."""
     error = ERRORS[code]
     body = error_body(error)
-    headers = {"Content-Type": "application/json", **(signed_headers(body) if signed else {})}
-    return error.code, headers, body
+    return error.code, {"Content-Type": "application/json", **signed_headers(body)}, body
 
 
 # --- known-answer vectors ----------------------------------------------------------------------
@@ -251,7 +311,10 @@ class FakeServer(BaseAdapter):
         self.jwks_documents: list[dict[str, Any]] = []  # served first, one per fetch
         self.sessions: dict[str, tuple[str, str]] = {}  # token → (session id, device id)
         self.ttl = 3600
-        self.sign_handshake = True
+        # Whether to add the RFC 9421 signature to an answer (not to the key set, nor to an
+        # answer that already has a Signature-Input): every answer by default.
+        self.sign_when: Callable[[requests.PreparedRequest], bool] = lambda request: True
+        self.signing_key: tuple[rsa.PrivateKey, str] = (IDENTITY_1, KID_1)
         self.override: Callable[[requests.PreparedRequest], tuple | None] | None = None
         self.sent: list[requests.PreparedRequest] = []
 
@@ -270,6 +333,11 @@ class FakeServer(BaseAdapter):
             except HybridError as error:
                 answer = refusal(error.error)
         status, headers, body = answer
+        path = urlsplit(request.url).path
+        signed = path == "/hybrid/jwks.json" or "Signature-Input" in headers
+        if not signed and self.sign_when(request):
+            key, kid = self.signing_key
+            headers = {**headers, **bound_signature(request, status, body, key=key, kid=kid)}
         return make_response(status, body, headers, request)
 
     def route(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], bytes]:
@@ -289,8 +357,7 @@ class FakeServer(BaseAdapter):
                 "expiresIn": self.ttl,
             }
             sealed = formats.seal_session(cek, dumps_compact(document))
-            signature = signed_headers(sealed) if self.sign_handshake else {}
-            return 201, {"Content-Type": "application/json", **signature}, sealed
+            return 201, {"Content-Type": "application/json", **signed_headers(sealed)}, sealed
         if path == "/hybrid/session" and method == "DELETE":
             self.sessions.pop(headers.get("Authorization", "").partition(" ")[2], None)
             return 204, {}, b""
@@ -552,12 +619,34 @@ def test_pinned_kid_refuses_a_signature_by_another_key(open_session: Callable) -
 
 
 def test_unsigned_handshake_is_refused(open_session: Callable, fake: FakeServer) -> None:
-    fake.sign_handshake = False
+    fake.sign_when = lambda request: request.path_url != "/hybrid/session"
     with pytest.raises(SignatureError):
         open_session(format="session").post("/api/echo", json={})
+    assert fake.count("POST", "/api/echo") == 0
     assert open_session(format="session", verify_signatures=False).post(
         "/api/echo", json={}
     ).json() == {"received": {}}
+
+
+def test_handshake_signed_for_another_handshake_is_refused(
+    open_session: Callable, fake: FakeServer
+) -> None:
+    """A genuine handshake answer replayed to another handshake does not verify."""
+    captured: list[requests.PreparedRequest] = []
+
+    def replay(request: requests.PreparedRequest) -> tuple | None:
+        if request.path_url != "/hybrid/session" or request.method != "POST":
+            return None
+        captured.append(request)
+        fake.override = None
+        status, headers, body = fake.route(request)
+        fake.override = replay
+        return status, {**headers, **bound_signature(captured[0], status, body)}, body
+
+    fake.override = replay
+    open_session(format="session").post("/api/echo", json={})  # the first one is its own
+    with pytest.raises(SignatureError):
+        open_session(format="session").post("/api/echo", json={})
 
 
 REFUSALS = [
@@ -596,31 +685,65 @@ def test_refusals_raise_their_exception(
 
 
 def forge(kind: str) -> Callable[[requests.PreparedRequest], tuple | None]:
+    """An ``invalid_payload`` refusal to ``/api/echo`` whose RFC 9421 signature is wrong."""
+
     def answer(request: requests.PreparedRequest) -> tuple | None:
         if request.path_url != "/api/echo":
             return None
-        status, headers, body = refusal("invalid_payload")
-        if kind == "other-key":  # signed by identity_2, claiming identity_1
-            headers.update(signed_headers(body, IDENTITY_2, KID_1))
-        elif kind == "bad-base64":
-            headers["X-Response-Signature"] = "not base64!"
-        elif kind == "unknown-kid":
-            headers["X-Response-Signature-Kid"] = KEYS["session"]["kid"]
-        elif kind == "other-body":
-            headers.update(signed_headers(error_body(ERRORS["invalid_session"])))
-        return status, headers, body
+        status, headers, body = refusal("invalid_payload")  # with a valid X-Response-Signature
+        other_request = request.copy()
+        other_request.headers["Content-Digest"] = ContentDigest.create(b"another request")
+        signature = {
+            "unsigned": {},
+            "other-key": bound_signature(request, status, body, key=IDENTITY_2, kid=KID_1),
+            "unknown-kid": bound_signature(
+                request, status, body, key=SESSION_KEY, kid=KEYS["session"]["kid"]
+            ),
+            "other-request": bound_signature(other_request, status, body),
+            "other-status": bound_signature(request, 401, body),
+            "other-body": bound_signature(request, status, error_body(ERRORS["unknown_key"])),
+            "not-bound": bound_signature(request, status, body, covered=COVERED[:2]),
+            "no-method": bound_signature(request, status, body, covered=COVERED[:2] + COVERED[3:]),
+            "other-tag": bound_signature(request, status, body, tag="other"),
+            "other-label": bound_signature(request, status, body, label="sig1"),
+            "no-alg": bound_signature(request, status, body, include_alg=False),
+            "garbled": {
+                **bound_signature(request, status, body),
+                "Signature-Input": "hybrid=garbage",
+            },
+        }[kind]
+        return status, {**headers, **signature}, body
 
     return answer
 
 
-@pytest.mark.parametrize("kind", ["other-key", "bad-base64", "unknown-kid", "other-body"])
+FORGERIES = [
+    "unsigned",
+    "other-key",
+    "unknown-kid",
+    "other-request",
+    "other-status",
+    "other-body",
+    "not-bound",
+    "no-method",
+    "other-tag",
+    "other-label",
+    "no-alg",
+    "garbled",
+]
+
+
+@pytest.mark.parametrize("kind", FORGERIES)
 def test_forged_refusal_signature_is_a_signature_error(
     open_session: Callable, fake: FakeServer, kind: str
 ) -> None:
     fake.override = forge(kind)
+    fake.sign_when = lambda request: request.path_url != "/api/echo"
     with pytest.raises(SignatureError) as caught:
         open_session(format="jwe").post("/api/echo", json={})
+    assert caught.value.code == "invalid_signature"
     assert caught.value.status == 400
+    assert fake.count("POST", "/api/echo") == 1
     assert fake.count("GET", "/hybrid/jwks.json") == (2 if kind == "unknown-kid" else 1)
 
 
@@ -628,29 +751,243 @@ def test_forged_signature_passes_when_verification_is_off(
     open_session: Callable, fake: FakeServer
 ) -> None:
     fake.override = forge("other-key")
-    with pytest.raises(InvalidPayloadError):
+    fake.sign_when = lambda request: request.path_url != "/api/echo"
+    with pytest.raises(InvalidPayloadError) as caught:
         open_session(format="jwe", verify_signatures=False).post("/api/echo", json={})
+    assert caught.value.verified is False
 
 
-def test_unsigned_refusal_is_raised_as_its_code(open_session: Callable, fake: FakeServer) -> None:
-    fake.override = lambda r: refusal("replayed_request", signed=False) if r.body else None
-    with pytest.raises(ReplayedRequestError):
-        open_session(format="jwe").post("/api/echo", json={})
+@pytest.mark.parametrize(
+    ("format", "code"),
+    [("jwe", "unknown_key"), ("envelope", "unknown_key"), ("session", "invalid_session")],
+)
+def test_unsigned_retryable_refusal_is_a_signature_error_and_not_retried(
+    open_session: Callable, fake: FakeServer, format: str, code: str
+) -> None:
+    fake.override = lambda r: refusal(code) if r.path_url == "/api/echo" else None
+    fake.sign_when = lambda request: request.path_url != "/api/echo"
+    with pytest.raises(SignatureError):
+        open_session(format=format).post("/api/echo", json={})
+    assert fake.count("POST", "/api/echo") == 1
+    assert fake.count("GET", "/hybrid/jwks.json") <= 1
+    assert fake.count("POST", "/hybrid/session") == (1 if format == "session" else 0)
+
+
+@pytest.mark.parametrize(
+    ("format", "code"),
+    [("jwe", "unknown_key"), ("envelope", "unknown_key"), ("session", "invalid_session")],
+)
+def test_refusal_signed_for_another_request_is_not_retried(
+    open_session: Callable, fake: FakeServer, format: str, code: str
+) -> None:
+    """A genuine signed refusal captured from one request, replayed to the next."""
+    session = open_session(format=format)
+    session.post("/api/missing", json={})
+    earlier = fake.sent[-1]
+
+    def replay(request: requests.PreparedRequest) -> tuple | None:
+        if request.path_url != "/api/echo":
+            return None
+        status, headers, body = refusal(code)
+        return status, {**headers, **bound_signature(earlier, status, body)}, body
+
+    fake.override = replay
+    with pytest.raises(SignatureError):
+        session.post("/api/echo", json={})
+    assert fake.count("POST", "/api/echo") == 1
+
+
+@pytest.mark.parametrize("format", ["jwe", "session"])
+def test_refusals_are_never_retried_when_verification_is_off(
+    open_session: Callable, fake: FakeServer, format: str
+) -> None:
+    session = open_session(format=format, verify_signatures=False)
+    session.post("/api/echo", json={})
+    if format == "jwe":
+        fake.ring = KeyRing([IDENTITY_2])  # the server rotated: the client's kid is unknown
+        expected: type = UnknownKeyError
+    else:
+        fake.sessions.clear()
+        expected = InvalidSessionError
+    with pytest.raises(expected) as caught:
+        session.post("/api/echo", json={})
+    assert caught.value.verified is False
+    assert fake.count("POST", "/api/echo") == 2
+
+
+def test_refusal_without_the_legacy_signature_is_still_retried(
+    open_session: Callable, fake: FakeServer
+) -> None:
+    """X-Response-Signature plays no part: a bound RFC 9421 signature is what counts."""
+    answers = [(401, {"Content-Type": "application/json"}, error_body(UnknownKey))]
+    fake.override = lambda r: answers.pop() if r.path_url == "/api/echo" and answers else None
+    assert open_session(format="jwe").post("/api/echo", json={}).status_code == 200
+    assert fake.count("POST", "/api/echo") == 2
+    assert fake.count("GET", "/hybrid/jwks.json") == 2
+
+
+BODILESS = [(204, b""), (205, b""), (304, b""), (200, b"")]
+
+
+@pytest.mark.parametrize(("status", "body"), BODILESS, ids=[str(s) for s, _ in BODILESS])
+@pytest.mark.parametrize("options", ALL_FORMATS[:6])
+def test_bodiless_answer_to_a_sealed_request_needs_a_bound_signature(
+    open_session: Callable, fake: FakeServer, options: dict[str, Any], status: int, body: bytes
+) -> None:
+    session = open_session(**options)
+    fake.override = lambda r: (status, {}, body) if r.path_url == "/api/echo" else None
+    fake.sign_when = lambda request: request.path_url != "/api/echo"
+    with pytest.raises(SignatureError):
+        session.post("/api/echo", json={})
+    fake.sign_when = lambda request: True
+    response = session.post("/api/echo", json={})
+    assert (response.status_code, response.content) == (status, b"")
+    assert fake.count("POST", "/api/echo") == 2
+
+
+@pytest.mark.parametrize("format", ["jwe", "session"])
+def test_bodiless_answer_to_a_header_form_request_is_bound_to_its_key_header(
+    open_session: Callable, fake: FakeServer, format: str
+) -> None:
+    header = "X-Hybrid-JWE" if format == "jwe" else "X-Encrypted-Aes-Key"
+    session = open_session(format=format, reuse_key=True)
+    session.get("/api/echo")
+    earlier = fake.sent[-1]
+
+    def answer(request: requests.PreparedRequest) -> tuple | None:
+        if request.path_url != "/api/echo":
+            return None
+        # Everything the same but the key header: the earlier request's signature.
+        assert request.headers["Content-Digest"] == earlier.headers["Content-Digest"]
+        assert request.headers[header] != earlier.headers[header]
+        return 204, bound_signature(earlier, 204, b""), b""
+
+    fake.override = answer
+    with pytest.raises(SignatureError):
+        session.get("/api/echo")
+    fake.override = lambda r: (
+        (204, bound_signature(r, 204, b"", covered=COVERED), b"")
+        if r.path_url == "/api/echo"
+        else None
+    )
+    with pytest.raises(SignatureError):  # a signature that leaves the key header out
+        session.get("/api/echo")
+
+
+def test_bodiless_session_requests_wrap_a_fresh_key_even_when_reusing(
+    open_session: Callable, fake: FakeServer
+) -> None:
+    session = open_session(format="session", reuse_key=True)
+    session.get("/api/echo")
+    session.get("/api/echo")
+    session.post("/api/echo", json={})
+    session.post("/api/echo", json={})
+    headers = [
+        r.headers["X-Encrypted-Aes-Key"]
+        for r in fake.sent
+        if r.path_url == "/api/echo" and r.method == "GET"
+    ]
+    bodies = [json.loads(r.body) for r in fake.sent if r.path_url == "/api/echo" and r.body]
+    assert headers[0] != headers[1]
+    assert bodies[0]["encryptedAesKey"] == bodies[1]["encryptedAesKey"]  # still reused
+    assert headers[0] != bodies[0]["encryptedAesKey"]
+
+
+@pytest.mark.parametrize("options", ALL_FORMATS)
+def test_every_request_carries_the_content_digest_of_its_body(
+    open_session: Callable, fake: FakeServer, options: dict[str, Any]
+) -> None:
+    session = open_session(**options)
+    session.post("/api/echo", json={"a": 1})
+    session.get("/api/echo")
+    session.close()
+    for request in fake.sent:
+        if request.path_url == "/hybrid/jwks.json":
+            continue
+        body = request.body or b""
+        assert request.headers["Content-Digest"] == ContentDigest.create(body), request.path_url
+    sent = {(r.method, r.path_url) for r in fake.sent}
+    assert ("POST", "/api/echo") in sent and ("GET", "/api/echo") in sent
+    if options["format"] == "session":
+        assert {("POST", "/hybrid/session"), ("DELETE", "/hybrid/session")} <= sent
+
+
+def test_callers_content_digest_is_replaced(open_session: Callable, fake: FakeServer) -> None:
+    session = open_session(format="jwe")
+    session.post("/api/echo", json={}, headers={"Content-Digest": "sha-256=:AAAA:"})
+    sent = fake.sent[-1]
+    assert sent.headers["Content-Digest"] == ContentDigest.create(sent.body)
 
 
 def test_plain_envelope_answer_must_be_signed(open_session: Callable, fake: FakeServer) -> None:
-    def strip_signature(request: requests.PreparedRequest) -> tuple | None:
-        if request.path_url != "/api/echo":
-            return None
-        fake.override = None
-        status, headers, body = fake.route(request)
-        fake.override = strip_signature
-        headers.pop("X-Response-Signature")
-        return status, headers, body
-
-    fake.override = strip_signature
+    fake.sign_when = lambda request: request.path_url != "/api/echo"
     with pytest.raises(SignatureError):
         open_session(format="envelope", encrypt_response=False).post("/api/echo", json={})
+    assert fake.count("POST", "/api/echo") == 1
+
+
+@pytest.mark.parametrize("created_offset", [-10 * 365 * 86400, 86400])
+def test_created_is_not_compared_with_the_clock(
+    open_session: Callable, fake: FakeServer, created_offset: int
+) -> None:
+    """Freshness comes from the binding to this request; a skewed clock still verifies."""
+    created = int(time.time()) + created_offset
+    fake.override = lambda r: (
+        (204, bound_signature(r, 204, b"", created=created), b"")
+        if r.path_url == "/api/echo"
+        else None
+    )
+    assert open_session(format="jwe").post("/api/echo", json={}).status_code == 204
+
+
+def separate_signing_jwks() -> dict[str, Any]:
+    """Identity keys marked for encryption and the session key (here) as the signing key."""
+    document = KeyRing([IDENTITY_1, IDENTITY_2]).jwks()
+    for entry in document["keys"]:
+        entry["use"] = "enc"
+    signing = KeyRing([SESSION_KEY]).jwks()["keys"][0]
+    document["keys"].append({**signing, "use": "sig", "alg": "RS256"})
+    return document
+
+
+@pytest.mark.parametrize("format", ["jwe", "session", "envelope"])
+def test_separate_signing_key(open_session: Callable, fake: FakeServer, format: str) -> None:
+    session_kid = KEYS["session"]["kid"]
+    fake.jwks_documents = [separate_signing_jwks() for _ in range(4)]
+    fake.signing_key = (SESSION_KEY, session_kid)
+    session = open_session(format=format, pinned_kid=KID_1, pinned_signing_kid=session_kid)
+    answers = [refusal("unknown_key" if format != "session" else "invalid_session")]
+    fake.override = lambda r: answers.pop() if r.path_url == "/api/echo" and answers else None
+    assert session.post("/api/echo", json={}).status_code == 200  # a verified refusal: retried
+    assert fake.count("POST", "/api/echo") == 2
+    # The signing key is no encryption key...
+    with pytest.raises(UnknownKeyError):
+        open_session(format=format, pinned_kid=session_kid).post("/api/echo", json={})
+    # ...and by default the signing pin is the identity pin, which signs nothing here.
+    with pytest.raises(UnknownKeyError):
+        open_session(format=format, pinned_kid=KID_1).post("/api/echo", json={})
+
+
+def test_signature_by_an_identity_key_is_refused_when_signing_keys_are_separate(
+    open_session: Callable, fake: FakeServer
+) -> None:
+    fake.jwks_documents = [separate_signing_jwks() for _ in range(2)]
+    with pytest.raises(SignatureError):  # signed by identity_1, which is "use": "enc"
+        open_session(format="session").post("/api/echo", json={})
+
+
+def test_key_sets_by_use() -> None:
+    identity, signing = KeyRing([IDENTITY_1, IDENTITY_2]).jwks(), separate_signing_jwks()
+    encryption_keys, signing_keys = client_module._key_sets(json.dumps(identity).encode())
+    assert list(encryption_keys) == list(signing_keys) == [KID_1, KID_2]
+    encryption_keys, signing_keys = client_module._key_sets(json.dumps(signing).encode())
+    assert list(encryption_keys) == [KID_1, KID_2]
+    assert list(signing_keys) == [KEYS["session"]["kid"]]
+    both = {"keys": [{**identity["keys"][0], "use": "enc"}, {**identity["keys"][0], "use": "sig"}]}
+    encryption_keys, signing_keys = client_module._key_sets(json.dumps(both).encode())
+    assert list(encryption_keys) == list(signing_keys) == [KID_1]
+    with pytest.raises(HybridError):
+        client_module._key_sets(b'{"keys": [{"kty": "EC"}]}')
 
 
 @pytest.mark.parametrize("format", ["jwe", "session", "envelope"])
@@ -843,10 +1180,8 @@ def test_live_session_deleted_server_side_is_reestablished_once(
     session, interceptor = live_session(format="session", reuse_key=True)
     session.post("/api/echo", json={})
     first = session.session_id
-    authorization = interceptor.last_headers["Authorization"]
-    ended = requests.delete(
-        f"{live_server.url}/hybrid/session", headers={"Authorization": authorization}, timeout=10
-    )
+    ending = {name: interceptor.last_headers[name] for name in ("Authorization", "X-Device-Id")}
+    ended = requests.delete(f"{live_server.url}/hybrid/session", headers=ending, timeout=10)
     assert ended.status_code == 204
     assert session.post("/api/echo", json={"n": 2}).json() == {"received": {"n": 2}}
     assert session.session_id not in (None, first)
@@ -892,7 +1227,7 @@ def test_live_tampered_request_is_invalid_payload(
 @pytest.mark.parametrize("format", ["jwe", "session", "envelope"])
 def test_live_forged_refusal_signature(live_session: Callable, format: str) -> None:
     def forge_signature(response: requests.Response) -> None:
-        response.headers["X-Response-Signature"] = b64encode(bytes(256))
+        response.headers["Signature"] = f"hybrid=:{b64encode(bytes(256))}:"
 
     interceptor = Interceptor(on_request=flip_ciphertext_bit, on_response=forge_signature)
     session, _ = live_session(interceptor, format=format)
@@ -900,8 +1235,26 @@ def test_live_forged_refusal_signature(live_session: Callable, format: str) -> N
         session.post("/api/echo", json={})
 
 
+@pytest.mark.parametrize("format", ["jwe", "session", "envelope"])
+def test_live_legacy_signature_plays_no_part(live_session: Callable, format: str) -> None:
+    """The server still sends X-Response-Signature for JSEncrypt clients; ours ignore it."""
+
+    def forge_legacy_signature(response: requests.Response) -> None:
+        response.headers["X-Response-Signature"] = b64encode(bytes(256))
+
+    interceptor = Interceptor(on_request=flip_ciphertext_bit, on_response=forge_legacy_signature)
+    session, _ = live_session(interceptor, format=format)
+    with pytest.raises(InvalidPayloadError) as caught:
+        session.post("/api/echo", json={})
+    assert caught.value.verified is True
+
+
 def test_live_refusal_is_signed(live_session: Callable) -> None:
     session, _ = live_session(Interceptor(on_request=flip_ciphertext_bit), format="jwe")
     with pytest.raises(InvalidPayloadError) as caught:
         session.post("/api/echo", json={})
-    assert "X-Response-Signature" in caught.value.response.headers
+    headers = caught.value.response.headers
+    assert caught.value.verified is True
+    assert {"Signature-Input", "Signature", "Content-Digest"} <= set(headers)
+    assert 'tag="flask-hybrid"' in headers["Signature-Input"]
+    assert "X-Response-Signature" in headers  # kept for format E's JSEncrypt clients
