@@ -274,14 +274,15 @@ class SessionManager:
         """Remember a J ``jti`` for ``ttl`` seconds; False when it was already seen (across every
         process that shares the replay store).
 
-        The record is as small as a Redis key can be: an empty value under ``jti:`` and the first
-        16 bytes of SHA-256(jti), base64url (22 characters), whatever the jti's length. 128 bits
-        are collision-safe here: a collision can only make a fresh request look replayed (409),
-        never let a replay through; by chance it needs ~2^64 live records, and on purpose a
-        second preimage of another client's jti (2^128 work).
+        The record is as small as one Redis key can be: ``jti:`` and the first 16 bytes of
+        SHA-256(jti), base64url (22 characters, whatever the jti's length), holding ``b"1"``
+        (Redis keeps a small integer inside the object, or shares it: less than an empty
+        string's allocation). 128 bits are collision-safe here: a collision can only make a
+        fresh request look replayed (409), never let a replay through; by chance it takes
+        ~2^64 live records, and on purpose a second preimage of another client's jti (2^128).
         """
         digest = hashlib.sha256(jti.encode("ascii")).digest()[:REPLAY_DIGEST_BYTES]
-        return self.replay_store.add(f"jti:{b64url_encode(digest)}", b"", ttl)
+        return self.replay_store.add(f"jti:{b64url_encode(digest)}", b"1", ttl)
 
     # -- internals -------------------------------------------------------------------------
     @staticmethod

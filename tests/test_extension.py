@@ -326,3 +326,38 @@ def test_cli_makes_keys_and_secrets_and_shows_loaded_keys(app: Flask, tmp_path: 
     assert len(bytes.fromhex(secret)) == 32
     shown = json.loads(runner.invoke(cli, ["keys"]).output)
     assert shown == state_of(app).keyring.jwks()
+
+
+def test_ending_a_session_checks_the_device_id(make_app: Callable[..., Flask]) -> None:
+    """DELETE {prefix}/session is checked as every S request is: token, record, device id."""
+    flask_app = make_app()
+    client = flask_app.test_client()
+    session = new_session(flask_app)
+    bearer = {"Authorization": f"Bearer {session['token']}"}
+
+    def echo_status() -> int:
+        body, _ = s_envelope(session, ECHO)
+        return client.post("/api/echo", json=body, headers=session_headers(session)).status_code
+
+    for headers in (bearer, {**bearer, "X-Device-Id": "someone-else"}):
+        refused = client.delete("/hybrid/session", headers=headers)
+        assert refused.status_code == 401
+        assert refused.get_json()["error"] == "invalid_session"
+    assert echo_status() == 200  # the session survived both attempts
+    # A record that disagrees with the token (a tampered store) is refused too.
+    store = state_of(flask_app).sessions.store
+    record_key = f"session:{session['sessionId']}"
+    record = json.loads(store.get(record_key) or b"{}")
+    store.set(record_key, json.dumps({**record, "deviceId": "other"}).encode(), 60)
+    owner = {**bearer, "X-Device-Id": session["device_id"]}
+    assert client.delete("/hybrid/session", headers=owner).status_code == 401
+    store.set(record_key, json.dumps(record).encode(), 60)
+    assert client.delete("/hybrid/session", headers=owner).status_code == 204
+    assert echo_status() == 401
+
+
+def test_new_keys_have_visible_defaults(app: Flask) -> None:
+    assert app.config["HYBRID_JWE_LIMIT"] == "600 per minute"
+    assert app.config["HYBRID_CLOCK_SKEW"] == 5
+    for key in ("HYBRID_SIGNING_KEYS", "HYBRID_REPLAY_STORE_URL", "HYBRID_REPLAY_KEY_PREFIX"):
+        assert key in app.config and app.config[key] is None
