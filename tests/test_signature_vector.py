@@ -1,0 +1,197 @@
+"""The worked examples of tests/vectors/signature.json (request-bound response signatures).
+
+Each example is checked three ways: http-message-signatures verifies it; the server's signer
+(``flask_hybrid.core.signatures.sign_response``, and the middleware itself for the refusal)
+makes the very same headers from the same input; and the Python client's verifier accepts it,
+and refuses it once any covered component, the body or the signature has one byte changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from http_message_signatures import (
+    HTTPMessageVerifier,
+    InvalidSignature,
+    MappingKeyResolver,
+    algorithms,
+)
+
+from flask_hybrid.client import SentRequest, SignatureError, verify_response_signature
+from flask_hybrid.core import rsa, signatures
+from flask_hybrid.errors import UnknownKey, error_body
+
+from .conftest import hybrid_state, load_vectors
+
+EXAMPLES = load_vectors("signature")
+IDS = ["refusal", "bodiless"]
+KEYS = load_vectors("keys")
+SIGNING_KEY = rsa.load_private_key(KEYS["identity_1"]["private_pem"])
+SIGNED_HEADERS = ("Content-Digest", "Signature-Input", "Signature")
+
+
+class Message:
+    """A response with the request it answers, as http-message-signatures reads them."""
+
+    def __init__(self, status: int, headers: dict[str, str], request: SentRequest) -> None:
+        self.status_code, self.headers, self.request = status, headers, request
+
+
+def sent_request(example: dict[str, Any]) -> SentRequest:
+    request = example["request"]
+    url = f"http://127.0.0.1{request['target']}"  # not covered: any URL does
+    return SentRequest(request["method"], url, dict(request["headers"]))
+
+
+def test_the_refusal_example_is_the_servers_unknown_key_refusal() -> None:
+    refusal = EXAMPLES[0]
+    assert refusal["response"]["status"] == UnknownKey.code == 401
+    assert refusal["response"]["body"].encode() == error_body(UnknownKey)
+    assert refusal["kid"] == KEYS["identity_1"]["kid"]
+    assert EXAMPLES[1]["response"]["body"] == ""
+    assert '"x-encrypted-aes-key";req' in EXAMPLES[1]["covered_components"]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
+def test_http_message_signatures_verifies_the_example(example: dict[str, Any]) -> None:
+    response = example["response"]
+    verifier = HTTPMessageVerifier(
+        signature_algorithm=algorithms.RSA_V1_5_SHA256,
+        key_resolver=MappingKeyResolver(
+            public_keys={example["kid"]: SIGNING_KEY.public_key()}, private_keys={}
+        ),
+    )
+    message = Message(response["status"], dict(response["headers"]), sent_request(example))
+    (result,) = verifier.verify(
+        message,
+        max_age=None,  # the example's created is fixed in the past
+        expect_tag="flask-hybrid",
+        expect_label="hybrid",
+        require_components=example["covered_components"],
+        body=response["body"].encode(),
+    )
+    assert result.parameters == {
+        "created": example["created"],
+        "keyid": example["kid"],
+        "alg": "rsa-v1_5-sha256",
+        "tag": "flask-hybrid",
+    }
+    base = "\n".join(f"{name}: {value}" for name, value in result.covered_components.items())
+    assert base == example["signature_base"]
+    assert result.body == response["body"].encode()
+    message.headers["Signature"] = example["signature"].replace("A", "B", 1)
+    with pytest.raises(InvalidSignature):
+        verifier.verify(message, max_age=None, expect_tag="flask-hybrid")
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
+def test_the_servers_signer_makes_the_same_signature(example: dict[str, Any]) -> None:
+    request = example["request"]
+    answered = signatures.AnsweredRequest(request["method"], list(request["headers"].items()))
+    assert signatures.covered_components(answered) == example["covered_components"]
+    signed = signatures.sign_response(
+        SIGNING_KEY,
+        example["kid"],
+        status=example["response"]["status"],
+        body=example["response"]["body"].encode(),
+        request=answered,
+        created=example["created"],
+    )
+    # RSASSA-PKCS1-v1_5 is deterministic: the same Signature means the same base was signed.
+    assert dict(signed) == {name: example["response"]["headers"][name] for name in SIGNED_HEADERS}
+    assert example["signature"] == f"hybrid=:{example['signature_b64']}:"
+    assert example["signature_input"] == f"hybrid={example['signature_params']}"
+
+
+def test_the_middleware_signs_the_refusal_as_in_the_example(make_app: Callable) -> None:
+    """Served for real: identity_1 signs (only), so a request to its kid is unknown_key."""
+    example = EXAMPLES[0]
+    flask_app = make_app(
+        HYBRID_IDENTITY_KEYS=[KEYS["identity_2"]["private_pem"]],
+        HYBRID_SIGNING_KEYS=[KEYS["identity_1"]["private_pem"]],
+    )
+    hybrid_state(flask_app).clock = lambda: float(example["created"])
+    request = example["request"]
+    response = flask_app.test_client().open(
+        request["target"],
+        method=request["method"],
+        headers=request["headers"],
+        data=request["body"].encode(),
+    )
+    assert response.status_code == example["response"]["status"]
+    assert response.get_data(as_text=True) == example["response"]["body"]
+    for name in SIGNED_HEADERS:
+        assert response.headers[name] == example["response"]["headers"][name], name
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
+def test_the_clients_verifier_accepts_the_example(example: dict[str, Any]) -> None:
+    response = example["response"]
+    kid = verify_response_signature(
+        response["status"],
+        response["headers"],
+        response["body"].encode(),
+        sent_request(example),
+        {example["kid"]: SIGNING_KEY.public_key()},
+    )
+    assert kid == example["kid"]
+
+
+def one_byte_changed(text: str, index: int) -> str:
+    """``text`` with the character at ``index`` replaced by another of the same alphabet."""
+    assert text[index].isalnum()
+    replacement = "B" if text[index] == "A" else "A"
+    return text[:index] + replacement + text[index + 1 :]
+
+
+def mutate(example: dict[str, Any], part: str) -> tuple[int, dict[str, str], bytes, SentRequest]:
+    """The example as a client would see it with one byte of ``part`` changed."""
+    status = example["response"]["status"]
+    headers = dict(example["response"]["headers"])
+    body = example["response"]["body"].encode()
+    request = example["request"]
+    method, request_headers = request["method"], dict(request["headers"])
+    if part == '"@status"':
+        status += 1  # 401 -> 402, 204 -> 205
+    elif part == '"content-digest"':
+        headers["Content-Digest"] = one_byte_changed(headers["Content-Digest"], 12)
+    elif part == "body":
+        body = body[:-1] + bytes([body[-1] ^ 1]) if body else b"\x00"
+    elif part == '"@method";req':
+        method = chr(ord(method[0]) + 1) + method[1:]  # POST -> QOST, GET -> HET
+    elif part == '"content-digest";req':
+        request_headers["Content-Digest"] = one_byte_changed(request_headers["Content-Digest"], 12)
+    elif part == '"x-encrypted-aes-key";req':
+        key_header = request_headers["X-Encrypted-Aes-Key"]
+        request_headers["X-Encrypted-Aes-Key"] = one_byte_changed(key_header, 4)
+    elif part == "signature":
+        headers["Signature"] = one_byte_changed(headers["Signature"], 20)
+    elif part == "nothing":
+        pass
+    elif part == "created":
+        headers["Signature-Input"] = headers["Signature-Input"].replace(
+            f"created={example['created']}", f"created={example['created'] + 1}"
+        )
+    else:
+        raise AssertionError(part)
+    url = f"http://127.0.0.1{request['target']}"
+    return status, headers, body, SentRequest(method, url, request_headers)
+
+
+CASES = [
+    pytest.param(example, part, id=f"{name}-{part}")
+    for example, name in zip(EXAMPLES, IDS, strict=True)
+    for part in [*example["covered_components"], "body", "signature", "created"]
+]
+
+
+@pytest.mark.parametrize(("example", "part"), CASES)
+def test_the_clients_verifier_refuses_one_byte_changed(example: dict[str, Any], part: str) -> None:
+    status, headers, body, request = mutate(example, part)
+    assert (status, headers, body, request) != mutate(example, "nothing")
+    with pytest.raises(SignatureError):
+        verify_response_signature(
+            status, headers, body, request, {example["kid"]: SIGNING_KEY.public_key()}
+        )
