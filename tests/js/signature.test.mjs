@@ -10,6 +10,7 @@ import { pathToFileURL } from "node:url";
 
 import {
   HybridError,
+  b64decode,
   contentDigest,
   contentDigestMatches,
   parseStructuredDictionary,
@@ -22,7 +23,9 @@ import { digestOf, signResponse } from "./signer.mjs";
 const vectorsDir = process.env.FH_VECTORS_DIR
   ? pathToFileURL(process.env.FH_VECTORS_DIR.replace(/\/?$/, "/"))
   : new URL("../vectors/", import.meta.url);
-const keys = JSON.parse(await readFile(new URL("keys.json", vectorsDir), "utf8"));
+const load = async (name) => JSON.parse(await readFile(new URL(name, vectorsDir), "utf8"));
+const keys = await load("keys.json");
+const workedExamples = await load("signature.json");
 
 const isInvalidSignature = (err) => err instanceof HybridError && err.code === "invalid_signature";
 const EMPTY_DIGEST = "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:";
@@ -231,4 +234,46 @@ describe("RFC 9421 response signatures", () => {
     response.headers.append("signature", "cdn=:AAAA:");
     assert.equal(await verifyResponseSignature({ request, response, keyFor }), signer.kid);
   });
+});
+
+describe("the worked examples (tests/vectors/signature.json)", () => {
+  test("there are worked examples, a body-carrying and a bodiless one", () => {
+    assert.ok(workedExamples.length >= 2);
+    assert.ok(workedExamples.some((example) => example.request.headers["X-Encrypted-Aes-Key"] || example.request.headers["X-Hybrid-JWE"]));
+  });
+
+  for (const example of workedExamples) {
+    const request = { method: example.request.method, headers: example.request.headers };
+    const response = {
+      status: example.response.status,
+      headers: example.response.headers,
+      body: new TextEncoder().encode(example.response.body),
+    };
+    const keyFor = (keyid) => (keyid === keys[example.key].kid ? keys[example.key].jwk : null);
+
+    test(`${example.description.slice(0, 60)}...: every step as PROTOCOL.md gives it`, async () => {
+      assert.equal(await contentDigest(example.request.body), example.request.headers["Content-Digest"]);
+      assert.equal(await contentDigest(example.response.body), example.response.headers["Content-Digest"]);
+      const parsed = unverifiedResponseSignature({ request, response });
+      assert.equal(parsed.base, example.signature_base);
+      assert.equal(parsed.base.split("\n").at(-1), `"@signature-params": ${example.signature_params}`);
+      assert.deepEqual(parsed.components, example.covered_components);
+      assert.equal(parsed.keyid, example.kid);
+      assert.equal(parsed.created, example.created);
+      assert.deepEqual(parsed.signature, b64decode(example.signature_b64));
+      assert.equal(await verifyResponseSignature({ request, response, keyFor }), example.kid);
+    });
+
+    test(`${example.description.slice(0, 60)}...: one thing changed does not verify`, async () => {
+      const changes = [
+        { response: { ...response, status: response.status === 401 ? 409 : 200 } },
+        { response: { ...response, body: new TextEncoder().encode(example.response.body + " ") } },
+        { request: { ...request, method: request.method === "POST" ? "PUT" : "POST" } },
+        { request: { ...request, headers: { ...request.headers, "Content-Digest": "sha-256=:ri43uTXI5iu4E306wvxlGT8JpR8nThqz5H+h0KZDaBA=:" } } },
+      ];
+      for (const change of changes) {
+        await assert.rejects(verifyResponseSignature({ request, response, keyFor, ...change }), isInvalidSignature);
+      }
+    });
+  }
 });
