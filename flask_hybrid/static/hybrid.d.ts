@@ -169,7 +169,8 @@ export declare class HybridClient {
    * TypeError otherwise). Without a body (GET, DELETE, HEAD...), J sends X-Hybrid-JWE and S sends
    * X-Encrypted-Aes-Key (a fresh wrapped CEK each time) so that the answer is still sealed; E has
    * no such form and sends the request in the clear (its answer's signature is verified when
-   * present). Encrypted requests carry `Content-Digest: sha-256=:...:` (RFC 9530).
+   * present). Encrypted requests carry `Content-Digest: sha-256=:...:` (RFC 9530). A HEAD's
+   * answer has no body to open or check: it is returned as it came, never retried.
    *
    * An answer that is not sealed — a refusal, a 204/304 or empty body, format E's plain answer —
    * counts only with the server's RFC 9421 signature bound to this request; otherwise the call

@@ -11,6 +11,11 @@
  *   - "jwe"      = format J: JWE compact (RSA-OAEP-256 / A256GCM) with htm/htu/iat/jti bound to
  *                  the ciphertext, answered by a `dir` JWE under the same CEK.
  *
+ * Every answer is authenticated: a sealed one by AES-GCM under the request's CEK, any other (a
+ * refusal, a 204, format E's plain answer, the handshake's) by the server's RFC 9421 signature
+ * bound to the request it answers (PROTOCOL.md, "Request-bound response signatures"), which the
+ * client checks against the RFC 9530 Content-Digest it sent. Only a refusal so signed is retried.
+ *
  *     import { HybridClient } from "/hybrid/static/hybrid.js";
  *     const client = await HybridClient.connect({ format: "jwe", baseUrl: "" });
  *     const res = await client.fetch("/api/orders", { method: "POST", body: JSON.stringify(order) });
@@ -1148,6 +1153,8 @@ export class HybridClient {
    * URLSearchParams or a plain object, which is sent as JSON) is encrypted; its content type is
    * `init.headers` Content-Type, default application/json. A request without a body asks for a
    * sealed answer through a header (J, S); format E has no such form and sends it in the clear.
+   * A HEAD's answer carries no body to open or to check a digest against: it is returned as it
+   * came, and never retried.
    *
    * Retries once, transparently, after `unknown_key` (keys refetched) and, for format S, after
    * `invalid_session` (new handshake) — only when that refusal carries a valid signature bound to
