@@ -8,6 +8,11 @@ Libraries
 ---------
 * Formats S and E, signatures and keys: ``cryptography`` primitives only (AESGCM, RSA
   OAEP-SHA-256/MGF1-SHA-256, RSAES-PKCS1-v1_5, RSASSA-PKCS1-v1_5 SHA-256).
+* Request-bound response signatures (RFC 9421, PROTOCOL.md's section of that name):
+  **http-message-signatures** builds the signature base and verifies; the client states what
+  must be covered. Every request sends ``Content-Digest`` (RFC 9530, computed here with
+  ``hashlib``) of the body exactly as sent; pass ``headers={"Content-Digest": None}`` to leave
+  it out, or another value to send a wrong one.
 * Format J: **jwcrypto** builds the request JWEs and decrypts the ``dir`` response JWEs.
   jwcrypto's ``JWE`` keeps the content-encryption key in its public ``cek`` attribute:
   ``add_recipient`` wraps whatever ``cek`` already holds (a random one when it is ``None``) and
@@ -42,9 +47,26 @@ Readings of PROTOCOL.md this client makes (where it is not explicit)
 * An unsealed, non-refusal response to an S/J request (or to E with ``X-Encrypt-Response``)
   raises ``ProtocolViolation``. An empty body to HEAD, or with status 204/304, is allowed and
   comes back as ``Reply(sealed=False)``.
-* ``Reply.signature_ok`` is ``verify_signature(...)`` for unsealed responses (False when the
-  signature is missing). For sealed responses it is ``None`` unless the server signed anyway
-  (policy ``"all"``); then it is the check's result.
+* ``Reply.signature_ok`` is ``verify_signature(...)`` (``X-Response-Signature``, kept for
+  format E's JSEncrypt clients) for unsealed responses (False when the signature is missing).
+  For sealed responses it is ``None`` unless the server signed anyway (policy ``"all"``); then
+  it is the check's result.
+* ``Reply.message_signature_ok`` (and ``ProtocolError.message_signature_ok``) is the RFC 9421
+  check against the request this client sent: ``None`` when the response has no
+  ``Signature-Input``, else whether a ``hybrid`` signature (tag ``flask-hybrid``, alg
+  ``rsa-v1_5-sha256``, by a key of ``Keys.signing_keys``) covers ``@status``, the response's
+  ``Content-Digest`` (matching the body as received), and the request's method,
+  ``Content-Digest`` and key header (``X-Hybrid-JWE`` / ``X-Encrypted-Aes-Key``) as sent.
+  ``created`` is not compared with the local clock: the binding to a unique request is what
+  makes an answer fresh.
+* With ``require_message_signatures=True`` (every client class) an answer PROTOCOL.md has the
+  server sign (a refusal, a handshake or session answer, a bodiless 204/304 answer to a sealed
+  request, a plaintext E answer) without such a valid, bound signature is a
+  ``ProtocolViolation``. Off by default, so the building blocks can be driven by fake servers.
+* JWKS entries with ``"use": "enc"`` (or no ``use``) are the keys to encrypt to
+  (``Keys.public_keys``, current first); ``"use": "sig"`` ones verify signatures
+  (``Keys.signing_keys``); a set that marks no entry signs with its identity keys.
+  ``X-Response-Signature-Kid`` names a signing key.
 * ``Reply.headers`` of a sealed response shows the app's content type as ``Content-Type``
   (from ``X-Plaintext-Content-Type`` for S/E, from ``cty`` for J). ``Reply.raw_headers`` holds
   what travelled.
@@ -72,6 +94,13 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from http_message_signatures import (
+    HTTPMessageSignaturesException,
+    HTTPMessageVerifier,
+    HTTPSignatureKeyResolver,
+    algorithms,
+)
+from http_message_signatures import InvalidSignature as InvalidMessageSignature
 from jwcrypto import jwe as jwcrypto_jwe
 from jwcrypto import jwk as jwcrypto_jwk
 
@@ -84,12 +113,14 @@ __all__ = [
     "ProtocolError",
     "ProtocolViolation",
     "Reply",
+    "SentRequest",
     "SessionClient",
     "Transport",
     "b64",
     "b64_strict",
     "b64url",
     "b64url_strict",
+    "content_digest",
     "fetch_keys",
     "flask_transport",
     "http_transport",
@@ -98,6 +129,7 @@ __all__ = [
     "open_request_jwe",
     "open_response_jwe",
     "open_s_sealed",
+    "verify_message_signature",
     "verify_signature",
 ]
 
@@ -126,6 +158,10 @@ ERROR_CODES = frozenset(
     }
 )
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+SIGNATURE_LABEL = "hybrid"
+SIGNATURE_TAG = "flask-hybrid"
+_KEY_HEADERS = ("x-hybrid-jwe", "x-encrypted-aes-key")  # the bodiless forms' key carriers
+_JWK_ALGS = {"enc": "RSA-OAEP-256", "sig": "RS256"}  # the JWK alg each use must name
 # Every alg/enc jwcrypto knows, so that tests can build deliberately off-profile JWEs.
 _JWE_ALGS = [*jwcrypto_jwe.default_allowed_algs, "RSA1_5"]
 
@@ -148,6 +184,7 @@ class ProtocolError(Exception):
         headers: Headers,
         message: str | None = None,
         signature_ok: bool | None = None,
+        message_signature_ok: bool | None = None,
     ) -> None:
         super().__init__(f"HTTP {status} {code}: {message}")
         self.status = status
@@ -156,6 +193,7 @@ class ProtocolError(Exception):
         self.body = body
         self.headers = headers
         self.signature_ok = signature_ok
+        self.message_signature_ok = message_signature_ok
 
     @property
     def known_code(self) -> bool:
@@ -173,6 +211,7 @@ class Reply:
     signature_ok: bool | None
     raw_headers: Headers | None = None  # headers as they travelled
     jose_header: dict[str, Any] | None = None  # J: protected header of the response JWE
+    message_signature_ok: bool | None = None  # RFC 9421, bound to the request sent
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -413,13 +452,22 @@ def _public_pem(key: rsa.RSAPublicKey) -> str:
 @dataclass
 class Keys:
     current_kid: str
-    public_keys: dict[str, rsa.RSAPublicKey]  # kid -> key, current first
+    public_keys: dict[str, rsa.RSAPublicKey]  # kid -> key to encrypt to, current first
     public_pem: str  # PEM of the current key as /public-key served it
     jwks: dict[str, Any] | None = None  # the JWKS document as served
+    signing_keys: dict[str, rsa.RSAPublicKey] | None = None  # kid -> key; None: public_keys
+
+    def __post_init__(self) -> None:
+        if self.signing_keys is None:
+            self.signing_keys = dict(self.public_keys)
 
     @property
     def current(self) -> rsa.RSAPublicKey:
         return self.public_keys[self.current_kid]
+
+    def signing_key(self, kid: str) -> rsa.RSAPublicKey | None:
+        """The key a signature's kid names (``Keys.signing_keys``)."""
+        return (self.signing_keys or {}).get(kid)
 
     @classmethod
     def from_pems(cls, pems: list[str | bytes]) -> Keys:
@@ -439,9 +487,16 @@ def fetch_keys(transport: Transport, prefix: str = DEFAULT_PREFIX) -> Keys:
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
         raise ProtocolViolation(f"jwks.json is not a non-empty JWKS: {body[:200]!r}")
     public_keys: dict[str, rsa.RSAPublicKey] = {}
+    signing_keys: dict[str, rsa.RSAPublicKey] = {}
+    marked = any(isinstance(entry, dict) and "use" in entry for entry in jwks["keys"])
     for entry in jwks["keys"]:
         if not isinstance(entry, dict) or entry.get("kty") != "RSA":
             raise ProtocolViolation(f"JWKS entry is not an RSA key: {entry!r}")
+        use, alg = entry.get("use"), entry.get("alg")
+        if use not in (None, "enc", "sig") or (
+            use is not None and alg not in (None, _JWK_ALGS[use])
+        ):
+            raise ProtocolViolation(f"JWKS entry use/alg {use!r}/{alg!r}")
         try:
             n = int.from_bytes(b64url_strict(entry.get("n")), "big")
             e = int.from_bytes(b64url_strict(entry.get("e")), "big")
@@ -453,7 +508,12 @@ def fetch_keys(transport: Transport, prefix: str = DEFAULT_PREFIX) -> Keys:
         kid = jwk_thumbprint(key)
         if entry.get("kid") != kid:
             raise ProtocolViolation(f"JWKS kid {entry.get('kid')!r} is not the RFC 7638 {kid!r}")
-        public_keys[kid] = key
+        if use != "sig":
+            public_keys[kid] = key
+        if use == "sig" or not marked:
+            signing_keys[kid] = key
+    if not public_keys or not signing_keys:
+        raise ProtocolViolation("JWKS lacks a key to encrypt to or a key that signs")
     current_kid = next(iter(public_keys))
 
     status, headers, body = _send(transport, "GET", f"{prefix}/public-key", {}, b"")
@@ -470,19 +530,20 @@ def fetch_keys(transport: Transport, prefix: str = DEFAULT_PREFIX) -> Keys:
         raise ProtocolViolation(f"public-key PEM does not load: {exc}") from None
     if pem_key.public_numbers() != public_keys[current_kid].public_numbers():
         raise ProtocolViolation("public-key PEM is not the current JWKS key")
-    return Keys(current_kid, public_keys, doc["publicKey"], jwks)
+    return Keys(current_kid, public_keys, doc["publicKey"], jwks, signing_keys)
 
 
 def verify_signature(keys: Keys, headers: Any, body: bytes) -> bool:
     """Check ``X-Response-Signature`` (RSASSA-PKCS1-v1_5 SHA-256 over the exact body bytes)
-    made by the identity key named in ``X-Response-Signature-Kid``. False if missing or bad."""
+    made by the signing key named in ``X-Response-Signature-Kid``. False if missing or bad."""
     headers = _ci(headers)
     signature, kid = headers.get("X-Response-Signature"), headers.get("X-Response-Signature-Kid")
-    if signature is None or kid is None or kid not in keys.public_keys:
+    key = None if kid is None else keys.signing_key(kid)
+    if signature is None or key is None:
         return False
     try:
         raw = b64_strict(signature)
-        keys.public_keys[kid].verify(raw, body, PKCS1V15, hashes.SHA256())
+        key.verify(raw, body, PKCS1V15, hashes.SHA256())
     except (ValueError, InvalidSignature):
         return False
     return True
@@ -495,9 +556,133 @@ def _optional_signature(keys: Keys, headers: Headers, body: bytes) -> bool | Non
 
 
 # --------------------------------------------------------------------------------------------
+# request-bound response signatures (RFC 9421) over content digests (RFC 9530)
+# --------------------------------------------------------------------------------------------
+def content_digest(body: bytes) -> str:
+    """``Content-Digest`` of ``body``: ``sha-256=:<b64 of SHA-256>:`` (RFC 9530)."""
+    return f"sha-256=:{b64(hashlib.sha256(body).digest())}:"
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """A request as this client put it on the wire: what an answer's signature must cover."""
+
+    method: str
+    target: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class _RequestView:
+    method: str
+    url: str
+    headers: Headers
+
+
+@dataclass(frozen=True)
+class _SignedMessage:
+    """A response and the request it answers, in the shape http-message-signatures reads."""
+
+    status_code: int
+    headers: Headers
+    request: Any
+
+
+class _SigningKeys(HTTPSignatureKeyResolver):
+    def __init__(self, keys: Keys) -> None:
+        self._keys = keys
+
+    def resolve_public_key(self, key_id: str) -> rsa.RSAPublicKey | None:
+        return self._keys.signing_key(key_id)
+
+    def resolve_private_key(self, key_id: str) -> Any:
+        raise NotImplementedError("this client only verifies")
+
+
+class _BindingVerifier(HTTPMessageVerifier):
+    """``created`` must be an integer, but is not compared with the local clock."""
+
+    def validate_created_and_expires(self, sig_input: Any, max_age: Any = None) -> None:
+        if type(sig_input.params.get("created")) is not int:
+            raise InvalidMessageSignature('no integer "created" parameter')
+
+
+def _message_signature_problem(
+    keys: Keys, request: SentRequest, status: int, headers: Headers, body: bytes
+) -> str | None:
+    """Why the response lacks a valid RFC 9421 signature bound to ``request`` (None: it has one).
+
+    PROTOCOL.md, "How a client verifies an answer", steps 1 to 4.
+    """
+    sent = _ci(request.headers)
+    if "Content-Digest" not in sent:
+        return "the request carried no Content-Digest to bind the answer to"
+    required = ['"@status"', '"content-digest"', '"@method";req', '"content-digest";req']
+    required += [f'"{name}";req' for name in _KEY_HEADERS if name in sent]
+    url = f"http://protocol-client.invalid{request.target}"  # required, never covered
+    message = _SignedMessage(status, _ci(headers), _RequestView(request.method, url, sent))
+    verifier = _BindingVerifier(
+        signature_algorithm=algorithms.RSA_V1_5_SHA256, key_resolver=_SigningKeys(keys)
+    )
+    try:
+        (result,) = verifier.verify(
+            message,
+            max_age=None,
+            expect_tag=SIGNATURE_TAG,
+            expect_label=SIGNATURE_LABEL,
+            require_components=required,
+            body=body,
+        )
+    except (HTTPMessageSignaturesException, ValueError, TypeError) as exc:
+        return str(exc) or type(exc).__name__
+    if result.parameters.get("alg") != "rsa-v1_5-sha256":
+        return f"alg {result.parameters.get('alg')!r} is not rsa-v1_5-sha256"
+    return None
+
+
+def verify_message_signature(
+    keys: Keys, request: SentRequest, status: int, headers: Any, body: bytes
+) -> bool:
+    """Whether the response carries a valid RFC 9421 signature bound to ``request``."""
+    return _message_signature_problem(keys, request, status, _ci(headers), body) is None
+
+
+def _message_signature(
+    keys: Keys | None,
+    request: SentRequest | None,
+    status: int,
+    headers: Headers,
+    body: bytes,
+    *,
+    required: bool = False,
+    what: str = "response",
+) -> bool | None:
+    """``message_signature_ok`` of a response; with ``required`` a violation unless True."""
+    if keys is None or request is None:
+        return None
+    problem = (
+        _message_signature_problem(keys, request, status, headers, body)
+        if "Signature-Input" in headers or required
+        else None
+    )
+    if required and problem is not None:
+        raise ProtocolViolation(f"{what}: no valid request-bound signature: {problem}")
+    return None if "Signature-Input" not in headers else problem is None
+
+
+# --------------------------------------------------------------------------------------------
 # response classification
 # --------------------------------------------------------------------------------------------
-def _refusal(status: int, headers: Headers, body: bytes, keys: Keys | None) -> ProtocolError | None:
+def _refusal(
+    status: int,
+    headers: Headers,
+    body: bytes,
+    keys: Keys | None,
+    sent: SentRequest | None = None,
+    *,
+    required: bool = False,
+) -> ProtocolError | None:
+    """The refusal this response is, if it is one (``required``: bound signature or violation)."""
     if status < 400:
         return None
     doc = _parse_json(body)
@@ -505,13 +690,23 @@ def _refusal(status: int, headers: Headers, body: bytes, keys: Keys | None) -> P
         return None
     message = doc.get("message") if isinstance(doc.get("message"), str) else None
     signature_ok = verify_signature(keys, headers, body) if keys is not None else None
-    return ProtocolError(status, doc["error"], body, headers, message, signature_ok)
+    bound = _message_signature(
+        keys, sent, status, headers, body, required=required, what=f"refusal {doc['error']}"
+    )
+    return ProtocolError(status, doc["error"], body, headers, message, signature_ok, bound)
 
 
 def _raise_refusal_or_violation(
-    status: int, headers: Headers, body: bytes, what: str, keys: Keys | None = None
+    status: int,
+    headers: Headers,
+    body: bytes,
+    what: str,
+    keys: Keys | None = None,
+    sent: SentRequest | None = None,
+    *,
+    required: bool = False,
 ):
-    error = _refusal(status, headers, body, keys)
+    error = _refusal(status, headers, body, keys, sent, required=required)
     if error is not None:
         raise error
     raise ProtocolViolation(f"{what}: unexpected HTTP {status}: {body[:300]!r}")
@@ -586,13 +781,16 @@ class SessionClient:
         device_id: str = "test-device-1",
         *,
         reuse_key: bool = False,
+        require_message_signatures: bool = False,
         prefix: str = DEFAULT_PREFIX,
     ) -> None:
         self.transport = transport
         self.keys = keys
         self.device_id = device_id
         self.reuse_key = reuse_key
+        self.require_message_signatures = require_message_signatures
         self.prefix = prefix
+        self.handshake_message_signature_ok: bool | None = None
         self.token: str | None = None
         self.session_id: str | None = None
         self.session_public_key: rsa.RSAPublicKey | None = None
@@ -609,14 +807,22 @@ class SessionClient:
         """POST {prefix}/session, S form. Checks 201 and the signature, opens, stores, returns."""
         cek = secrets.token_bytes(CEK_SIZE) if aes_key is None else aes_key
         body = _json_bytes({"aesKey": b64(cek), "deviceId": self.device_id})
-        req_headers = _merge_headers({"Content-Type": "application/json"}, headers)
-        status, resp_headers, resp_body = _send(
-            self.transport, "POST", f"{self.prefix}/session", req_headers, body
+        req_headers = _merge_headers(
+            {"Content-Type": "application/json", "Content-Digest": content_digest(body)}, headers
         )
+        target = f"{self.prefix}/session"
+        status, resp_headers, resp_body = _send(self.transport, "POST", target, req_headers, body)
+        sent = SentRequest("POST", target, req_headers)
+        required = self.require_message_signatures
         if status != 201:
-            _raise_refusal_or_violation(status, resp_headers, resp_body, "handshake", self.keys)
+            _raise_refusal_or_violation(
+                status, resp_headers, resp_body, "handshake", self.keys, sent, required=required
+            )
         if not verify_signature(self.keys, resp_headers, resp_body):
             raise ProtocolViolation("handshake response signature missing or bad")
+        self.handshake_message_signature_ok = _message_signature(
+            self.keys, sent, status, resp_headers, resp_body, required=required, what="handshake"
+        )
         if _media_type(resp_headers.get("Content-Type")) != "application/json":
             raise ProtocolViolation(f"handshake Content-Type {resp_headers.get('Content-Type')!r}")
         plaintext, _ = open_s_sealed(_parse_json(resp_body), cek)
@@ -727,11 +933,13 @@ class SessionClient:
             self.last_cek, self.last_iv = open_cek, None
             defaults["X-Encrypted-Aes-Key"] = self.wrap_key(open_cek)
             body = b""
+        defaults["Content-Digest"] = content_digest(body)
         req_headers = _merge_headers(defaults, headers)
         if tamper is not None and raw_body is None and plaintext is None:
             req_headers = tamper(req_headers) or req_headers
         status, resp_headers, resp_body = _send(self.transport, method, target, req_headers, body)
-        return self._open(method, status, resp_headers, resp_body, open_cek, request_iv)
+        sent = SentRequest(method, target, req_headers)
+        return self._open(method, status, resp_headers, resp_body, open_cek, request_iv, sent)
 
     def _open(
         self,
@@ -741,6 +949,7 @@ class SessionClient:
         body: bytes,
         cek: bytes | None,
         request_iv: bytes | None,
+        sent: SentRequest | None = None,
     ) -> Reply:
         doc = _parse_json(body)
         if isinstance(doc, dict) and {"encryptedData", "iv", "authTag"} <= doc.keys():
@@ -764,8 +973,18 @@ class SessionClient:
                 True,
                 _optional_signature(self.keys, headers, body),
                 raw_headers=headers,
+                message_signature_ok=_message_signature(self.keys, sent, status, headers, body),
             )
-        _raise_unless_empty(self.keys, method, status, headers, body, "S")
+        bound = _raise_unless_empty(
+            self.keys,
+            method,
+            status,
+            headers,
+            body,
+            "S",
+            sent,
+            required=self.require_message_signatures,
+        )
         return Reply(
             status,
             headers,
@@ -774,28 +993,63 @@ class SessionClient:
             False,
             _optional_signature(self.keys, headers, body),
             raw_headers=headers,
+            message_signature_ok=bound,
         )
 
     def close(self, *, headers: Mapping[str, str | None] | None = None) -> int:
         """DELETE {prefix}/session with the bearer token and device id; returns the status."""
-        req_headers = _merge_headers(
-            {"Authorization": f"Bearer {self.token}", "X-Device-Id": self.device_id}, headers
+        defaults = {
+            "Authorization": f"Bearer {self.token}",
+            "X-Device-Id": self.device_id,
+            "Content-Digest": content_digest(b""),
+        }
+        req_headers = _merge_headers(defaults, headers)
+        target = f"{self.prefix}/session"
+        status, resp_headers, resp_body = _send(self.transport, "DELETE", target, req_headers, b"")
+        _message_signature(
+            self.keys,
+            SentRequest("DELETE", target, req_headers),
+            status,
+            resp_headers,
+            resp_body,
+            required=self.require_message_signatures,
+            what="session DELETE",
         )
-        status, _, _ = _send(self.transport, "DELETE", f"{self.prefix}/session", req_headers, b"")
         return status
 
 
 def _raise_unless_empty(
-    keys: Keys, method: str, status: int, headers: Headers, body: bytes, fmt: str
-) -> None:
-    """For a response that is not sealed: raise the refusal, or a violation unless empty."""
-    error = _refusal(status, headers, body, keys)
+    keys: Keys,
+    method: str,
+    status: int,
+    headers: Headers,
+    body: bytes,
+    fmt: str,
+    sent: SentRequest | None = None,
+    *,
+    required: bool = False,
+) -> bool | None:
+    """For a response that is not sealed: raise the refusal, or a violation unless empty.
+
+    Returns ``message_signature_ok`` of the empty answer (required but for HEAD, whose answer
+    the server may not sign: its headers describe a body that is not sent).
+    """
+    error = _refusal(status, headers, body, keys, sent, required=required)
     if error is not None:
         raise error
     if not _empty_allowed(method, status, body):
         raise ProtocolViolation(
             f"{fmt}: HTTP {status} response is neither sealed nor a refusal: {body[:300]!r}"
         )
+    return _message_signature(
+        keys,
+        sent,
+        status,
+        headers,
+        body,
+        required=required and method.upper() != "HEAD",
+        what=f"{fmt}: bodiless HTTP {status}",
+    )
 
 
 def _unverified_jwt_claims(token: str) -> dict[str, Any] | None:
@@ -826,6 +1080,7 @@ class EnvelopeClient:
         encrypt_response: bool = False,
         kid: str | None = None,
         refetch_on_unknown_key: bool = False,
+        require_message_signatures: bool = False,
         prefix: str = DEFAULT_PREFIX,
     ) -> None:
         if padding not in E_ALGS:
@@ -840,6 +1095,7 @@ class EnvelopeClient:
         self.encrypt_response = encrypt_response
         self.kid = kid  # None: the current identity key
         self.refetch_on_unknown_key = refetch_on_unknown_key
+        self.require_message_signatures = require_message_signatures
         self.prefix = prefix
         self.last_cek: bytes | None = None
         self.last_iv: bytes | None = None
@@ -917,15 +1173,21 @@ class EnvelopeClient:
             if tamper is not None:
                 envelope = tamper(envelope) or envelope
             body = _json_bytes(envelope)
-        defaults = {"Content-Type": "application/json", "X-Encryption-Enabled": "true"}
+        defaults = {
+            "Content-Type": "application/json",
+            "X-Encryption-Enabled": "true",
+            "Content-Digest": content_digest(body),
+        }
         if self.encrypt_response:
             defaults["X-Encrypt-Response"] = "true"
         req_headers = _merge_headers(defaults, headers)
         sealed_wanted = _ci(req_headers).get("X-Encrypt-Response", "").lower() == "true"
         status, resp_headers, resp_body = _send(self.transport, method, target, req_headers, body)
+        sent = SentRequest(method, target, req_headers)
+        required = self.require_message_signatures
 
         if not sealed_wanted:
-            error = _refusal(status, resp_headers, resp_body, self.keys)
+            error = _refusal(status, resp_headers, resp_body, self.keys, sent, required=required)
             if error is not None:
                 raise error
             return Reply(
@@ -936,6 +1198,15 @@ class EnvelopeClient:
                 False,
                 verify_signature(self.keys, resp_headers, resp_body),
                 raw_headers=resp_headers,
+                message_signature_ok=_message_signature(
+                    self.keys,
+                    sent,
+                    status,
+                    resp_headers,
+                    resp_body,
+                    required=required,
+                    what="E plaintext answer",
+                ),
             )
         doc = _parse_json(resp_body)
         if isinstance(doc, dict) and doc.get("alg") == "AES-GCM" and "ct" in doc:
@@ -955,8 +1226,13 @@ class EnvelopeClient:
                 True,
                 _optional_signature(self.keys, resp_headers, resp_body),
                 raw_headers=resp_headers,
+                message_signature_ok=_message_signature(
+                    self.keys, sent, status, resp_headers, resp_body
+                ),
             )
-        _raise_unless_empty(self.keys, method, status, resp_headers, resp_body, "E")
+        bound = _raise_unless_empty(
+            self.keys, method, status, resp_headers, resp_body, "E", sent, required=required
+        )
         return Reply(
             status,
             resp_headers,
@@ -965,6 +1241,7 @@ class EnvelopeClient:
             False,
             verify_signature(self.keys, resp_headers, resp_body),
             raw_headers=resp_headers,
+            message_signature_ok=bound,
         )
 
 
@@ -1046,6 +1323,7 @@ class JweClient:
         reuse_key: bool = False,
         clock: Callable[[], float] = time.time,
         refetch_on_unknown_key: bool = False,
+        require_message_signatures: bool = False,
         prefix: str = DEFAULT_PREFIX,
     ) -> None:
         if session is not None and kid is not None:
@@ -1057,6 +1335,7 @@ class JweClient:
         self.reuse_key = reuse_key
         self.clock = clock
         self.refetch_on_unknown_key = refetch_on_unknown_key
+        self.require_message_signatures = require_message_signatures
         self.prefix = prefix
         self.last_cek: bytes | None = None
         self.last_jti: str | None = None
@@ -1195,11 +1474,17 @@ class JweClient:
             defaults["X-Hybrid-JWE"] = jwe
             defaults["X-Encryption-Enabled"] = "true"
             body = b""
+        defaults["Content-Digest"] = content_digest(body)
         req_headers = _merge_headers(defaults, headers)
         status, resp_headers, resp_body = _send(self.transport, method, target, req_headers, body)
-        return self._open(method, status, resp_headers, resp_body, cek, request_jti, request_iv)
+        sent = SentRequest(method, target, req_headers)
+        return self._open(
+            method, status, resp_headers, resp_body, cek, request_jti, request_iv, sent
+        )
 
-    def _open(self, method, status, headers, body, cek, request_jti, request_iv) -> Reply:
+    def _open(
+        self, method, status, headers, body, cek, request_jti, request_iv, sent=None
+    ) -> Reply:
         if _media_type(headers.get("Content-Type")) == "application/jose":
             if cek is None:
                 raise ValueError("sealed response but no CEK to open it with")
@@ -1226,8 +1511,18 @@ class JweClient:
                 _optional_signature(self.keys, headers, body),
                 raw_headers=headers,
                 jose_header=header,
+                message_signature_ok=_message_signature(self.keys, sent, status, headers, body),
             )
-        _raise_unless_empty(self.keys, method, status, headers, body, "J")
+        bound = _raise_unless_empty(
+            self.keys,
+            method,
+            status,
+            headers,
+            body,
+            "J",
+            sent,
+            required=self.require_message_signatures,
+        )
         return Reply(
             status,
             headers,
@@ -1236,6 +1531,7 @@ class JweClient:
             False,
             _optional_signature(self.keys, headers, body),
             raw_headers=headers,
+            message_signature_ok=bound,
         )
 
     def handshake(
@@ -1262,6 +1558,8 @@ class JweClient:
         )
         if reply.status != 201:
             raise ProtocolViolation(f"J handshake answered HTTP {reply.status}: {reply.body!r}")
+        if self.require_message_signatures and reply.message_signature_ok is not True:
+            raise ProtocolViolation("J handshake answer without a valid request-bound signature")
         if _media_type(reply.content_type) != "application/json":
             raise ProtocolViolation(f"J handshake payload type {reply.content_type!r}")
         data = reply.json()

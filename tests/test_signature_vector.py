@@ -4,6 +4,8 @@ Each example is checked three ways: http-message-signatures verifies it; the ser
 (``flask_hybrid.core.signatures.sign_response``, and the middleware itself for the refusal)
 makes the very same headers from the same input; and the Python client's verifier accepts it,
 and refuses it once any covered component, the body or the signature has one byte changed.
+The independent protocol client (``tests/protocol_client.py``) agrees on the examples, and
+holds the real server to the section with every required signature enforced.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from flask_hybrid.client import SentRequest, SignatureError, verify_response_sig
 from flask_hybrid.core import rsa, signatures
 from flask_hybrid.errors import UnknownKey, error_body
 
+from . import protocol_client as pc
 from .conftest import hybrid_state, load_vectors
 
 EXAMPLES = load_vectors("signature")
@@ -195,3 +198,80 @@ def test_the_clients_verifier_refuses_one_byte_changed(example: dict[str, Any], 
         verify_response_signature(
             status, headers, body, request, {example["kid"]: SIGNING_KEY.public_key()}
         )
+
+
+# --- the independent protocol client (tests/protocol_client.py) holds the server to the section
+def protocol_keys() -> pc.Keys:
+    return pc.Keys.from_pems([KEYS[name]["public_pem"] for name in KEYS["identity_key_order"]])
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
+def test_the_protocol_clients_verifier_agrees(example: dict[str, Any]) -> None:
+    request = example["request"]
+    sent = pc.SentRequest(request["method"], request["target"], request["headers"])
+    response = example["response"]
+    assert request["headers"]["Content-Digest"] == pc.content_digest(request["body"].encode())
+    assert pc.verify_message_signature(
+        protocol_keys(), sent, response["status"], response["headers"], response["body"].encode()
+    )
+    for part in [*example["covered_components"], "body", "signature"]:
+        status, headers, body, changed = mutate(example, part)
+        changed_sent = pc.SentRequest(changed.method, request["target"], changed.headers)
+        assert not pc.verify_message_signature(protocol_keys(), changed_sent, status, headers, body)
+
+
+def without_signatures(transport: pc.Transport) -> pc.Transport:
+    """A proxy that strips the RFC 9421 headers from every answer but the key set's."""
+
+    def send(method: str, target: str, headers: dict[str, str], body: bytes) -> Any:
+        status, answer_headers, answer = transport(method, target, headers, body)
+        kept = pc.CaseInsensitiveDict(answer_headers)
+        if not target.endswith("/jwks.json"):
+            kept.pop("Signature-Input", None)
+        return status, kept, answer
+
+    return send
+
+
+def test_the_server_signs_what_the_section_says_for_the_protocol_client(
+    make_app: Callable,
+) -> None:
+    """S, E and J through the real app with every required signature enforced."""
+    transport = pc.flask_transport(make_app().test_client())
+    keys = pc.fetch_keys(transport)
+    assert set(keys.signing_keys or {}) == {KEYS["identity_1"]["kid"], KEYS["identity_2"]["kid"]}
+    order = {"order": {"sku": "X-1"}}
+
+    session = pc.SessionClient(
+        transport, keys, device_id="device-signatures", require_message_signatures=True
+    )
+    session.handshake()
+    assert session.handshake_message_signature_ok is True
+    assert session.request("POST", "/api/echo", order).json() == {"received": order}
+    assert session.request("GET", "/api/echo").status == 405  # sealed: no signature needed
+
+    plain = pc.EnvelopeClient(transport, keys, require_message_signatures=True)
+    reply = plain.request("POST", "/api/echo", order)
+    assert (reply.signature_ok, reply.message_signature_ok) == (True, True)
+    sealed = pc.EnvelopeClient(
+        transport, keys, encrypt_response=True, require_message_signatures=True
+    )
+    assert sealed.request("POST", "/api/echo", order).sealed
+
+    jwe = pc.JweClient(transport, keys, require_message_signatures=True)
+    assert jwe.request("POST", "/api/echo", order).json() == {"received": order}
+    session.adopt(jwe.handshake("device-signatures"))
+    assert session.close() == 204
+    with pytest.raises(pc.ProtocolError) as refused:
+        session.request("POST", "/api/echo", order)
+    assert refused.value.code == "invalid_session"
+    assert (refused.value.signature_ok, refused.value.message_signature_ok) == (True, True)
+
+    stripped = pc.SessionClient(
+        without_signatures(transport), keys, require_message_signatures=True
+    )
+    with pytest.raises(pc.ProtocolViolation, match="request-bound signature"):
+        stripped.handshake()
+    lenient = pc.SessionClient(without_signatures(transport), keys)
+    lenient.handshake()
+    assert lenient.handshake_message_signature_ok is None
