@@ -415,6 +415,7 @@ class HybridMiddleware:
         sign: bool,
     ) -> None:
         """Length, signatures over the final bytes, and CORS exposure of our own headers."""
+        headers.remove(signatures.REFUSAL_HEADER)  # only ever ours, and only signed
         if status_code not in _NO_BODY:
             headers["Content-Length"] = str(len(body))
         if sign:
@@ -457,6 +458,7 @@ class HybridMiddleware:
         headers["X-Response-Signature"] = b64encode(sign(signing_key.private_key, body))
         headers["X-Response-Signature-Kid"] = signing_key.kid
         answered = environ.get(ANSWERED_KEY) or answered_request(environ)
+        refusal: HybridError | None = environ.get(REFUSAL_KEY)
         for name, value in signatures.sign_response(
             signing_key.private_key,
             signing_key.kid,
@@ -464,6 +466,7 @@ class HybridMiddleware:
             body=body,
             request=answered,
             created=self.state.clock(),
+            refusal=None if refusal is None else refusal.error,
         ):
             headers[name] = value
 

@@ -104,7 +104,9 @@ def test_plain_answers_stream_through(make_app: Callable[..., Flask]) -> None:
     assert produced == [0, 1, 2]
 
 
-def verify_bound(flask_app: Flask, response: Any, method: str, sent: list[tuple[str, str]]) -> str:
+def verify_bound(
+    flask_app: Flask, response: Any, method: str, sent: list[tuple[str, str]]
+) -> signatures.VerifiedAnswer:
     signing = state_of(flask_app).keyring.signing
     return signatures.verify_response(
         {signing.kid: signing.private_key.public_key()},
@@ -137,7 +139,7 @@ def test_refusal_is_bound_to_the_request_it_answers(make_app: Callable[..., Flas
             },
         )
         assert response.status_code == 400
-        verify_bound(flask_app, response, "POST", sent)
+        assert verify_bound(flask_app, response, "POST", sent).refusal == "invalid_payload"
         answers.append((response, sent))
     (first, first_sent), (second, second_sent) = answers
     assert first.data == second.data  # the same bytes for every cause ...
@@ -238,3 +240,32 @@ def test_store_outage_is_logged_at_warning(
     assert response.data == error_body(errors.StoreUnavailable)
     [record] = [r for r in caplog.records if "refused" in r.getMessage()]
     assert record.levelno == logging.WARNING and "store_unavailable" in record.getMessage()
+
+
+def test_an_app_answer_that_looks_like_a_refusal_is_not_marked_as_one(
+    make_app: Callable[..., Flask],
+) -> None:
+    """Format E answers in clear, signed: the app's own 401 unknown_key body must not pass
+    for flask-hybrid's refusal (a client would retry, and the app run twice)."""
+    flask_app = make_app()
+
+    @flask_app.post("/api/lookalike")
+    def lookalike() -> Response:
+        response = Response(error_body(errors.UnknownKey), 401, content_type="application/json")
+        response.headers[signatures.REFUSAL_HEADER] = "unknown_key"  # forged by the app: dropped
+        return response
+
+    import json
+
+    public_key = state_of(flask_app).keyring.current.private_key.public_key()
+    envelope, _ = e_envelope(public_key, ECHO)
+    wire = json.dumps(envelope).encode()
+    sent = [("Content-Digest", signatures.content_digest(wire))]
+    response = flask_app.test_client().post(
+        "/api/lookalike",
+        data=wire,
+        headers={"X-Encryption-Enabled": "true", "Content-Type": "application/json", **dict(sent)},
+    )
+    assert response.status_code == 401 and response.data == error_body(errors.UnknownKey)
+    assert signatures.REFUSAL_HEADER not in response.headers
+    assert verify_bound(flask_app, response, "POST", sent).refusal is None

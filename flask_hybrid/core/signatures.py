@@ -32,8 +32,11 @@ TAG = "flask-hybrid"
 ALGORITHM = algorithms.RSA_V1_5_SHA256
 #: The request headers that carry the key of a bodiless request (S and J header forms).
 KEY_HEADERS = ("x-hybrid-jwe", "x-encrypted-aes-key")
+#: Names flask-hybrid's own refusal, covered by its signature: an app's answer that merely looks
+#: like a refusal (an E plaintext ``401 {"error":"unknown_key"}``) never carries it.
+REFUSAL_HEADER = "X-Hybrid-Refusal"
 #: The response headers a signature adds (and that a cross-origin client must be able to read).
-RESPONSE_HEADERS = ("Content-Digest", "Signature-Input", "Signature")
+RESPONSE_HEADERS = ("Content-Digest", "Signature-Input", "Signature", REFUSAL_HEADER)
 _REQUIRED = ('"@status"', '"content-digest"', '"@method";req', '"content-digest";req')
 # No URL component is ever covered, but the library's resolver wants a URL for a request.
 _PLACEHOLDER_URL = "http://flask-hybrid.invalid/"
@@ -127,20 +130,26 @@ def sign_response(
     body: bytes,
     request: AnsweredRequest,
     created: float,
+    refusal: str | None = None,
 ) -> list[tuple[str, str]]:
-    """The ``Content-Digest``, ``Signature-Input`` and ``Signature`` headers of a response.
+    """The ``Content-Digest``, ``Signature-Input`` and ``Signature`` headers of a response, and
+    ``X-Hybrid-Refusal: <code>`` when it is flask-hybrid's refusal (``refusal``), covered too.
 
     A request part that cannot be covered (see :func:`covered_components`; a method that is
     not upper case) is left out rather than leaving the answer unsigned.
     """
     digest = content_digest(body)
+    headers = [("Content-Digest", digest)]
     components = covered_components(request)
+    if refusal is not None:
+        headers.append((REFUSAL_HEADER, refusal))
+        components.insert(2, f'"{REFUSAL_HEADER.lower()}"')
     if not request.method.isupper():  # the library cannot cover such a method: leave it out
         components.remove('"@method";req')
         request = AnsweredRequest("GET", request.headers)
     signer = HTTPMessageSigner(signature_algorithm=ALGORITHM)
     prepared = signer.prepare(
-        _view(status, [("Content-Digest", digest)], request),
+        _view(status, headers, request),
         key_id=kid,
         created=datetime.datetime.fromtimestamp(int(created), tz=datetime.timezone.utc),
         label=LABEL,
@@ -150,7 +159,7 @@ def sign_response(
     )
     signature = sign(key, prepared.signature_base)
     return [
-        ("Content-Digest", digest),
+        *headers,
         ("Signature-Input", f"{LABEL}={prepared.signature_params}"),
         ("Signature", f"{LABEL}=:{b64encode(signature)}:"),
     ]
@@ -174,12 +183,11 @@ def verify_response(
     headers: Iterable[tuple[str, str]],
     body: bytes,
     request: AnsweredRequest,
-) -> str:
+) -> VerifiedAnswer:
     """Check that a response is signed by one of ``keys`` and answers ``request``.
 
-    ``request`` is the request *as the client sent it*. Returns the signing key's kid; any
-    defect (missing, malformed, unbound, wrong key, body not matching its digest) raises
-    :class:`InvalidSignature`.
+    ``request`` is the request *as the client sent it*. Any defect (missing, malformed,
+    unbound, wrong key, body not matching its digest) raises :class:`InvalidSignature`.
     """
     required = [*_REQUIRED]
     present = {name.lower() for name, _ in request.headers}
@@ -199,17 +207,30 @@ def verify_response(
         )
     except HTTPMessageSignaturesException as error:
         raise InvalidSignature(str(error)) from None
-    return str(results[0].parameters["keyid"])
+    covered = results[0].covered_components
+    refusal = covered.get(f'"{REFUSAL_HEADER.lower()}"')
+    return VerifiedAnswer(str(results[0].parameters["keyid"]), refusal)
+
+
+@dataclass(frozen=True)
+class VerifiedAnswer:
+    """What a verified signature says: who signed, and whether it is flask-hybrid's refusal
+    (the covered ``X-Hybrid-Refusal`` code, else ``None``)."""
+
+    kid: str
+    refusal: str | None
 
 
 __all__ = [
     "KEY_HEADERS",
     "LABEL",
+    "REFUSAL_HEADER",
     "RESPONSE_HEADERS",
     "TAG",
     "AnsweredRequest",
     "InvalidSignature",
     "PublicKey",
+    "VerifiedAnswer",
     "content_digest",
     "covered_components",
     "sign_response",
