@@ -503,6 +503,8 @@ const serializeInnerList = ({ value, params }) => `(${value.map(serializeItem).j
 
 const SIGNATURE_LABEL = "hybrid";
 const SIGNATURE_TAG = "flask-hybrid";
+/** Names flask-hybrid's own refusals, covered by their signature (lower case, as covered). */
+const REFUSAL_HEADER = "x-hybrid-refusal";
 const SIGNATURE_ALG = "rsa-v1_5-sha256";
 /** Request headers that carry the key of a bodiless request (S and J header forms). */
 const KEY_HEADERS = ["x-hybrid-jwe", "x-encrypted-aes-key"];
@@ -1226,7 +1228,7 @@ export class HybridClient {
       if (wire.res.ok || wire.res.status === 401) return; // 401: the session was already gone
       const refusal = parseRefusal(wire.res, wire.text);
       throw refusal
-        ? this._refusalError(refusal, wire.res, { verified: true })
+        ? this._refusalError(refusal, wire.res, { verified: wire.refusalCode === refusal.code })
         : invalidResponse(`DELETE ${this.prefix}/session answered ${wire.res.status}`, wire.res.status);
     } catch (err) {
       exchange.error = { code: err.code ?? "error", message: err.message };
@@ -1401,12 +1403,14 @@ export class HybridClient {
    * "valid", or throws `invalid_signature` with the answer's status.
    */
   async _verifyBound(wire) {
+    const request = { method: wire.method, headers: wire.headers };
+    const response = { status: wire.res.status, headers: wire.res.headers, body: wire.bytes };
     try {
-      await verifyResponseSignature({
-        request: { method: wire.method, headers: wire.headers },
-        response: { status: wire.res.status, headers: wire.res.headers, body: wire.bytes },
-        keyFor: (keyid) => this._signingKey(keyid),
-      });
+      await verifyResponseSignature({ request, response, keyFor: (keyid) => this._signingKey(keyid) });
+      // Verified: a covered X-Hybrid-Refusal says the server itself refused (PROTOCOL.md); an
+      // app's answer that only looks like a refusal never carries it.
+      const { components } = unverifiedResponseSignature({ request, response });
+      wire.refusalCode = components.includes(`"${REFUSAL_HEADER}"`) ? wire.res.headers.get(REFUSAL_HEADER) : null;
     } catch (err) {
       if (err instanceof HybridError) {
         err.status = wire.res.status;
@@ -1448,7 +1452,7 @@ export class HybridClient {
       if (wire.res.status !== 201) {
         const refusal = parseRefusal(wire.res, wire.text);
         throw refusal
-          ? this._refusalError(refusal, wire.res, { verified: true })
+          ? this._refusalError(refusal, wire.res, { verified: wire.refusalCode === refusal.code })
           : invalidResponse(`the handshake answered ${wire.res.status}`, wire.res.status);
       }
       const envelope = tryParseJson(wire.text);
@@ -1632,7 +1636,11 @@ export class HybridClient {
     // request; a verified refusal is one the server made before the app ran (so it may retry).
     exchange.signature = await checkSignature(encrypted, "absent");
     const refusal = parseRefusal(wire.res, wire.text);
-    if (refusal) return fail(this._refusalError(refusal, wire.res, { verified: exchange.signature === "valid" }));
+    const verified = refusal !== null && wire.refusalCode === refusal.code;
+    // A signed answer without the server's refusal mark is the app's own (format E in clear).
+    if (refusal && (verified || exchange.signature !== "valid")) {
+      return fail(this._refusalError(refusal, wire.res, { verified }));
+    }
     if (mustBeSealed) {
       return fail(invalidResponse(`the server answered ${wire.res.status} without sealing the response`, wire.res.status));
     }

@@ -99,7 +99,7 @@ function mockServer() {
     unsealedSessionAnswer: false,
   };
 
-  const signHeaders = (req, status, bytes) => {
+  const signHeaders = (req, status, bytes, refusal = null) => {
     const signer = keys[state.signer];
     const { headers } = signResponse({
       privatePem: signer.private_pem,
@@ -107,6 +107,7 @@ function mockServer() {
       status,
       body: bytes,
       request: req,
+      refusal,
       corrupt: state.badSignature,
       ...state.signWith,
     });
@@ -116,11 +117,11 @@ function mockServer() {
     return headers;
   };
 
-  const reply = (req, status, body, headers = {}, { signed = false } = {}) => {
+  const reply = (req, status, body, headers = {}, { signed = false, refusal = null } = {}) => {
     const bytes = NULL_BODY_STATUSES.includes(status) ? Buffer.alloc(0) : Buffer.from(body ?? "");
     const h = new Headers(headers);
     if ((signed && state.policy !== "none") || state.policy === "all") {
-      for (const [name, value] of Object.entries(signHeaders(req, status, bytes))) h.set(name, value);
+      for (const [name, value] of Object.entries(signHeaders(req, status, bytes, refusal))) h.set(name, value);
     }
     return new Response(NULL_BODY_STATUSES.includes(status) ? null : bytes, { status, headers: h });
   };
@@ -130,7 +131,7 @@ function mockServer() {
       status,
       JSON.stringify({ error: code, message: `generic ${code}` }),
       { "Content-Type": "application/json", ...headers },
-      { signed: true },
+      { signed: true, refusal: code },
     );
 
   /** The app: echo, an order counter, a 204, an answer that looks like a refusal; else 404/405. */
@@ -147,6 +148,10 @@ function mockServer() {
     if (path === "/api/nothing") return { status: 204, type: "text/plain", body: "" };
     if (path === "/api/fake-refusal") {
       return { status: 200, type: "application/json", body: '{"error":"unknown_key","message":"the app says so"}' };
+    }
+    if (path === "/api/lookalike-refusal") {
+      // The app's own answer, with a refusal's status and body: not the server's refusal.
+      return { status: 401, type: "application/json", body: '{"error":"unknown_key","message":"the app says so"}' };
     }
     return { status: 404, type: "application/json", body: '{"error":"not found"}' };
   }
@@ -714,6 +719,16 @@ describe("format E (envelope)", () => {
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), { error: "unknown_key", message: "the app says so" });
     assert.equal(logOf(server, "/api/fake-refusal").length, 1, "not retried");
+  });
+
+  test("an app answer with a refusal's status and body, signed but not marked X-Hybrid-Refusal, is the app's answer", async () => {
+    const server = mockServer();
+    const client = await connect(server, { format: "envelope", encryptResponse: false });
+    const res = await client.fetch("/api/lookalike-refusal", { method: "POST", body: {} });
+    assert.equal(res.status, 401);
+    assert.deepEqual(await res.json(), { error: "unknown_key", message: "the app says so" });
+    assert.equal(client.lastExchange.signature, "valid");
+    assert.equal(logOf(server, "/api/lookalike-refusal").length, 1, "never retried: the app ran once");
   });
 
   test("policy all: a sealed answer's signature is checked too", async () => {

@@ -13,8 +13,10 @@ export const digestOf = (bytes) => `sha-256=:${crypto.createHash("sha256").updat
 const KEY_HEADERS = ["x-hybrid-jwe", "x-encrypted-aes-key"];
 
 /** The components PROTOCOL.md has the server cover for a request with these headers, in order. */
-export function coveredComponents(requestHeaders) {
-  const components = ['"@status"', '"content-digest"', '"@method";req'];
+export function coveredComponents(requestHeaders, refusal = null) {
+  const components = ['"@status"', '"content-digest"'];
+  if (refusal !== null) components.push('"x-hybrid-refusal"');
+  components.push('"@method";req');
   if (requestHeaders.has("content-digest")) components.push('"content-digest";req');
   for (const name of KEY_HEADERS) if (requestHeaders.has(name)) components.push(`"${name}";req`);
   return components;
@@ -27,7 +29,8 @@ export function coveredComponents(requestHeaders) {
  * `request` is what the server received: `{method, headers}` (a Headers). Overrides forge
  * defects: `components`, `label`, `tag`, `alg`, `keyid`, `created` (null leaves it out),
  * `digest` (the Content-Digest value sent), `signedStatus` (the status put in the base),
- * `corrupt` (flip a bit of the signature).
+ * `corrupt` (flip a bit of the signature). `refusal`: the code of a refusal of the server's own,
+ * sent and covered as X-Hybrid-Refusal.
  */
 export function signResponse({
   privatePem,
@@ -44,12 +47,14 @@ export function signResponse({
   digest,
   signedStatus = status,
   corrupt = false,
+  refusal = null,
 }) {
   const sentDigest = digest ?? digestOf(body);
-  const covered = components ?? coveredComponents(request.headers);
+  const covered = components ?? coveredComponents(request.headers, refusal);
   const valueOf = (id) => {
     if (id === '"@status"') return String(signedStatus);
     if (id === '"content-digest"') return sentDigest;
+    if (id === '"x-hybrid-refusal"') return refusal;
     if (id === '"@method";req') return request.method;
     const field = /^"([a-z0-9-]+)";req$/.exec(id);
     if (field && request.headers.has(field[1])) return request.headers.get(field[1]).trim();
@@ -63,6 +68,7 @@ export function signResponse({
   if (corrupt) signature[7] ^= 1;
   return {
     headers: {
+      ...(refusal === null ? {} : { "X-Hybrid-Refusal": refusal }),
       "Content-Digest": sentDigest,
       "Signature-Input": `${label}=${params}`,
       Signature: `${label}=:${signature.toString("base64")}:`,
