@@ -20,7 +20,9 @@ request, its key header (``docs/PROTOCOL.md``, "Request-bound response signature
 the client raises :class:`SignatureError` and does not retry: a proxy cannot answer a request
 with a refusal captured from another one, or turn an answer into an empty 204. The client retries
 by itself (refetching the keys on ``unknown_key``, handshaking again on ``invalid_session``) only
-after such a verified refusal, which proves the app never ran the request.
+after such a verified refusal whose signature also covers ``X-Hybrid-Refusal`` naming its code,
+which proves that flask-hybrid refused it and the app never ran it. A plaintext format E answer
+of the app that merely looks like a refusal is returned as the app's answer.
 
 Security: the identity and signing keys come from ``/hybrid/jwks.json`` over the connection
 itself, so without ``pinned_kid`` / ``pinned_signing_kid`` the client trusts whichever server TLS
@@ -41,7 +43,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timezone
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
@@ -83,6 +85,7 @@ __all__ = [
     "SignatureError",
     "StoreUnavailableError",
     "UnknownKeyError",
+    "VerifiedSignature",
     "content_digest",
     "verify_response_signature",
 ]
@@ -108,6 +111,8 @@ SIGNATURE_TAG = "flask-hybrid"
 _SIGNATURE_ALGORITHM = algorithms.RSA_V1_5_SHA256
 _REQUIRED_COMPONENTS = ('"@status"', '"content-digest"', '"@method";req', '"content-digest";req')
 _KEY_HEADERS = ("X-Hybrid-JWE", "X-Encrypted-Aes-Key")  # the bodiless forms' key carriers
+#: Marks flask-hybrid's own refusals; it counts only when the signature covers it.
+REFUSAL_HEADER = "X-Hybrid-Refusal"
 
 
 # --- exceptions --------------------------------------------------------------------------------
@@ -117,8 +122,9 @@ class HybridClientError(requests.RequestException):
     ``code`` is the error-table code (or ``invalid_signature`` / ``invalid_response`` for checks
     the client makes itself), ``status`` the HTTP status of the response involved (``None``
     when there is none) and ``response`` that response. ``verified`` is True for a refusal
-    whose RFC 9421 signature was verified and bound to the request it answers: only such a
-    refusal proves that the app did not run the request (and only it is retried).
+    whose RFC 9421 signature was verified, is bound to the request it answers and covers
+    ``X-Hybrid-Refusal`` naming its code: only such a refusal proves that the app did not run
+    the request (and only it is retried).
     """
 
     code: str = "hybrid_error"
@@ -347,26 +353,39 @@ class _BoundResponseVerifier(HTTPMessageVerifier):
             raise InvalidSignature('the signature has no integer "created" parameter')
 
 
+class VerifiedSignature(NamedTuple):
+    """What a verified answer signature says: the signing key, and the refusal it marks.
+
+    ``refusal`` is the covered ``X-Hybrid-Refusal`` code (flask-hybrid's own refusal), or
+    ``None``: only an answer whose code it names is a refusal to act on.
+    """
+
+    kid: str
+    refusal: str | None
+
+
 def verify_response_signature(
     status: int,
     headers: Mapping[str, str],
     body: bytes,
     request: SentRequest,
     keys: Mapping[str, rsa.PublicKey] | Callable[[str], rsa.PublicKey | None],
-) -> str:
+) -> VerifiedSignature:
     """Check that an answer carries flask-hybrid's RFC 9421 signature bound to ``request``.
 
     The ``hybrid`` signature must have ``tag="flask-hybrid"``, ``alg="rsa-v1_5-sha256"`` and a
     ``keyid`` that ``keys`` (signing keys by kid, or a lookup function) resolves, and cover
     ``@status``, the answer's ``Content-Digest`` (which must match ``body``, the content as
     received), and from ``request`` its method, its ``Content-Digest`` and its key header when
-    it has one (``X-Hybrid-JWE`` / ``X-Encrypted-Aes-Key``). Returns the signing key's kid;
-    raises :class:`SignatureError` otherwise. ``created`` is not checked against the clock.
+    it has one (``X-Hybrid-JWE`` / ``X-Encrypted-Aes-Key``). Returns the signing key's kid and
+    the covered ``X-Hybrid-Refusal`` code; raises :class:`SignatureError` otherwise.
+    ``created`` is not checked against the clock.
 
     ::
 
         sent = SentRequest("POST", url, {"Content-Digest": content_digest(body)})
-        kid = verify_response_signature(401, response.headers, response.content, sent, keys)
+        verified = verify_response_signature(401, headers, response.content, sent, keys)
+        verified.kid, verified.refusal  # e.g. ("cHGR83zg…", "unknown_key")
     """
     lookup = keys.get if isinstance(keys, Mapping) else keys
     sent_headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(request.headers)
@@ -392,7 +411,8 @@ def verify_response_signature(
     parameters = results[0].parameters
     if parameters.get("alg") != _SIGNATURE_ALGORITHM.algorithm_id:
         raise SignatureError("the response signature does not name rsa-v1_5-sha256")
-    return str(parameters["keyid"])
+    refusal = results[0].covered_components.get(f'"{REFUSAL_HEADER.lower()}"')
+    return VerifiedSignature(str(parameters["keyid"]), refusal)
 
 
 def _sent_request(prepared: requests.PreparedRequest | None) -> SentRequest | None:
@@ -842,17 +862,23 @@ class HybridSession(requests.Session):
         if exchange.kind == "head":
             return response
         refusal = _refusal(response, self._clock())
-        if refusal is not None:
-            if exchange.kind != "plain" and self.verify_signatures:
-                self._require_bound_signature(response, transport)
-                refusal.verified = True
-            raise refusal
         if exchange.kind == "plain":
+            if refusal is not None:
+                raise refusal  # to an unencrypted request: unsigned, never acted on
             return response
-        if exchange.kind == "signed" or _is_bodiless(response):
+        unsealed = refusal is not None or exchange.kind == "signed" or _is_bodiless(response)
+        marked: str | None = response.headers.get(REFUSAL_HEADER)
+        if unsealed and self.verify_signatures:
             # Nothing sealed vouches for this answer (a proxy may have dropped the real one).
-            if self.verify_signatures:
-                self._require_bound_signature(response, transport)
+            marked = self._require_bound_signature(response, transport).refusal
+        if refusal is not None:
+            if marked == refusal.code:
+                refusal.verified = self.verify_signatures
+                raise refusal
+            if exchange.kind != "signed":
+                raise refusal  # not marked as flask-hybrid's: raised, never acted on
+            # A plaintext E answer of the app that merely looks like a refusal.
+        if unsealed:
             return response
         plaintext, content_type = self._open_sealed(response, exchange)
         _restore(response, plaintext, content_type)
@@ -884,7 +910,7 @@ class HybridSession(requests.Session):
 
     def _require_bound_signature(
         self, response: requests.Response, transport: dict[str, Any]
-    ) -> None:
+    ) -> VerifiedSignature:
         """The RFC 9421 signature, bound to the request sent, or :class:`SignatureError`.
 
         A signature by a kid the key set lacks gets one refetch of the keys (the server may
@@ -899,15 +925,15 @@ class HybridSession(requests.Session):
         for refetched in (False, True):
             lookup = _SigningKeyLookup(key_set.signing, self.pinned_signing_kid)
             try:
-                verify_response_signature(
+                return verify_response_signature(
                     response.status_code, response.headers, response.content, sent, lookup
                 )
-                return
             except SignatureError as error:
                 if refetched or not lookup.missing:
                     raise SignatureError(str(error), response=response) from None
             logger.debug("flask-hybrid: signature by an unknown key, refetching the keys")
             key_set = self._fetch_keys(transport)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- keys ----------------------------------------------------------------------------------
     def _fetch_keys(self, transport: dict[str, Any]) -> _KeySet:
@@ -988,8 +1014,8 @@ class HybridSession(requests.Session):
         )
         refusal = _refusal(response, self._clock())
         if self.verify_signatures:  # a refusal or the session: either must be for this request
-            self._require_bound_signature(response, transport)
-            if refusal is not None:
+            verified = self._require_bound_signature(response, transport)
+            if refusal is not None and verified.refusal == refusal.code:
                 refusal.verified = True
         if refusal is not None:
             raise refusal

@@ -106,22 +106,27 @@ def bound_signature(
     label: str = "hybrid",
     created: int | None = None,
     include_alg: bool = True,
+    refusal: str | None = None,
 ) -> dict[str, str]:
-    """RFC 9421 headers (``Content-Digest``, ``Signature-Input``, ``Signature``) as the server
-    signs an answer to ``request``, made with http-message-signatures, not the client's code."""
+    """RFC 9421 headers (``Content-Digest``, ``Signature-Input``, ``Signature``, and for a
+    ``refusal`` the covered ``X-Hybrid-Refusal``) as the server signs an answer to ``request``,
+    made with http-message-signatures, not the client's code."""
     request_headers = {name: str(value) for name, value in request.headers.items()}
     if covered is None:
         covered = [
-            *COVERED,
+            *COVERED[:2],
+            *(['"x-hybrid-refusal"'] if refusal is not None else []),
+            *COVERED[2:],
             *(
                 f'"{name.lower()}";req'
                 for name in ("X-Hybrid-JWE", "X-Encrypted-Aes-Key")
                 if name in request.headers
             ),
         ]
+    marker = {} if refusal is None else {"X-Hybrid-Refusal": refusal}
     answer = SimpleNamespace(
         status_code=status,
-        headers={"Content-Digest": ContentDigest.create(body)},
+        headers={"Content-Digest": ContentDigest.create(body), **marker},
         request=SimpleNamespace(method=request.method, url=request.url, headers=request_headers),
     )
     signer = HTTPMessageSigner(
@@ -139,6 +144,15 @@ def bound_signature(
         created=None if created is None else datetime.fromtimestamp(created, timezone.utc),
     )
     return dict(answer.headers)
+
+
+def refusal_code(status: int, body: bytes) -> str | None:
+    """The error-table code of an answer that is one of the server's refusals."""
+    try:
+        code = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return code if code in ERRORS and ERRORS[code].code == status else None
 
 
 def refusal(code: str) -> tuple[int, dict[str, str], bytes]:
@@ -315,6 +329,7 @@ class FakeServer(BaseAdapter):
         # answer that already has a Signature-Input): every answer by default.
         self.sign_when: Callable[[requests.PreparedRequest], bool] = lambda request: True
         self.signing_key: tuple[rsa.PrivateKey, str] = (IDENTITY_1, KID_1)
+        self.mark_refusals = True  # the signed X-Hybrid-Refusal of the server's own refusals
         self.override: Callable[[requests.PreparedRequest], tuple | None] | None = None
         self.sent: list[requests.PreparedRequest] = []
 
@@ -337,7 +352,9 @@ class FakeServer(BaseAdapter):
         signed = path == "/hybrid/jwks.json" or "Signature-Input" in headers
         if not signed and self.sign_when(request):
             key, kid = self.signing_key
-            headers = {**headers, **bound_signature(request, status, body, key=key, kid=kid)}
+            marked = refusal_code(status, body) if self.mark_refusals else None
+            signature = bound_signature(request, status, body, key=key, kid=kid, refusal=marked)
+            headers = {**headers, **signature}
         return make_response(status, body, headers, request)
 
     def route(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], bytes]:
@@ -824,6 +841,57 @@ def test_refusal_without_the_legacy_signature_is_still_retried(
     assert open_session(format="jwe").post("/api/echo", json={}).status_code == 200
     assert fake.count("POST", "/api/echo") == 2
     assert fake.count("GET", "/hybrid/jwks.json") == 2
+
+
+@pytest.mark.parametrize(
+    "marker", ["none", "uncovered", "other-code"], ids=["unmarked", "uncovered", "other-code"]
+)
+@pytest.mark.parametrize(
+    ("format", "code"),
+    [("jwe", "unknown_key"), ("envelope", "unknown_key"), ("session", "invalid_session")],
+)
+def test_refusal_not_marked_as_flask_hybrids_is_raised_but_not_acted_on(
+    open_session: Callable, fake: FakeServer, format: str, code: str, marker: str
+) -> None:
+    """Signed and bound, but without a covered X-Hybrid-Refusal naming its code: no retry."""
+
+    def answer(request: requests.PreparedRequest) -> tuple | None:
+        if request.path_url != "/api/echo":
+            return None
+        status, headers, body = refusal(code)
+        if marker == "none":
+            return status, {**headers, **bound_signature(request, status, body)}, body
+        if marker == "uncovered":  # added after signing, as a proxy could
+            signed = bound_signature(request, status, body)
+            return status, {**headers, **signed, "X-Hybrid-Refusal": code}, body
+        other = "invalid_payload"
+        return status, {**headers, **bound_signature(request, status, body, refusal=other)}, body
+
+    fake.override = answer
+    session = open_session(format=format)
+    with pytest.raises(HybridClientError) as caught:
+        session.post("/api/echo", json={})
+    assert (caught.value.code, caught.value.verified) == (code, False)
+    assert fake.count("POST", "/api/echo") == 1
+    assert fake.count("GET", "/hybrid/jwks.json") == 1
+    assert fake.count("POST", "/hybrid/session") == (format == "session")
+
+
+def test_plaintext_envelope_answer_that_looks_like_a_refusal_is_the_apps(
+    open_session: Callable, fake: FakeServer
+) -> None:
+    """An app's E plaintext 401 {"error": "unknown_key"} is returned, not retried."""
+    fake.override = lambda r: refusal("unknown_key") if r.path_url == "/api/echo" else None
+    fake.mark_refusals = False  # the app's answer: the server never marks it
+    response = open_session(format="envelope", encrypt_response=False).post("/api/echo", json={})
+    assert response.status_code == 401
+    assert response.json()["error"] == "unknown_key"
+    assert fake.count("POST", "/api/echo") == 1
+    fake.mark_refusals = True  # the same answer marked as the server's refusal: acted on
+    with pytest.raises(UnknownKeyError) as caught:
+        open_session(format="envelope", encrypt_response=False).post("/api/echo", json={})
+    assert caught.value.verified is True
+    assert fake.count("POST", "/api/echo") == 3  # refused, retried once after a new key set
 
 
 BODILESS = [(204, b""), (205, b""), (304, b""), (200, b"")]
