@@ -107,8 +107,9 @@ class AttackProxy:
       error-table body) is kept for ``"replayed_refusal"``.
     - ``"unsigned_refusal"``: the request is forwarded and its answer dropped; the client gets
       the error-table JSON of ``refusal_code`` (``"unknown_key"`` or ``"invalid_session"``)
-      with its status and no signature. Only the real answer's CORS headers
-      (``Access-Control-*``, ``Vary``) are kept, so that a browser still reads the forgery.
+      with its status, ``X-Hybrid-Refusal: <code>`` as the server marks its refusals, and no
+      signature. Only the real answer's CORS headers (``Access-Control-*``, ``Vary``) are
+      kept, so that a browser still reads the forgery.
     - ``"replayed_refusal"``: the request is forwarded and its answer dropped; the client gets
       the captured refusal (status, headers, body as they were).
     - ``"no_content"``: the request is forwarded; the client gets status 204 without a body,
@@ -215,7 +216,11 @@ class AttackProxy:
                 for name, value in answer_headers
                 if name.lower().startswith("access-control-") or name.lower() == "vary"
             ]
-            forged_headers = [*cors, ("Content-Type", "application/json")]
+            forged_headers = [
+                *cors,
+                ("Content-Type", "application/json"),
+                ("X-Hybrid-Refusal", self.refusal_code),
+            ]
             result = (forged_status, forged_headers, forged)
         elif mode == "replayed_refusal":
             captured = self.captured

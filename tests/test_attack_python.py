@@ -66,6 +66,12 @@ def open_shop(flask_app: Flask) -> Shop:
             executed.append("order")
         return {"ordered": request.get_json()}
 
+    @flask_app.post("/api/lookalike")
+    def lookalike() -> tuple[dict[str, str], int]:
+        with lock:
+            executed.append("lookalike")
+        return {"error": "unknown_key", "message": "the app's own answer"}, 401
+
     @flask_app.delete("/api/order/<int:order_id>")
     def cancel(order_id: int) -> dict[str, Any]:
         with lock:
@@ -311,6 +317,19 @@ def test_genuine_unknown_key_after_rotation_is_verified_and_retried_once(
     assert counter.sent.count(("GET", "/hybrid/jwks.json")) == 2
 
 
+@pytest.mark.parametrize("options", FORMATS)
+def test_apps_answer_that_looks_like_a_refusal_is_returned_not_retried(
+    shop: Shop, client_factory: Callable, options: dict[str, Any]
+) -> None:
+    """Only flask-hybrid's refusals carry a signed X-Hybrid-Refusal; the app's never do."""
+    session, counter = client_factory(shop.proxy.url, **options)
+    response = session.post("/api/lookalike", json={})
+    assert response.status_code == 401
+    assert response.json()["error"] == "unknown_key"
+    assert shop.count("lookalike") == 1
+    assert counter.sent.count(("POST", "/api/lookalike")) == 1
+
+
 def test_proxy_passes_everything_through_unchanged(shop: Shop) -> None:
     """In "pass" mode the proxy is transparent and adds no header of its own."""
     direct = requests.get(f"{shop.live.url}/hybrid/jwks.json", timeout=30)
@@ -339,6 +358,7 @@ def test_proxy_forgeries(shop: Shop) -> None:
     shop.proxy.refusal_code = "invalid_session"
     forged = requests.post(f"{shop.proxy.url}/api/order", data=body, timeout=30)
     assert forged.status_code == 401 and forged.json()["error"] == "invalid_session"
+    assert forged.headers["X-Hybrid-Refusal"] == "invalid_session"
     assert "Signature" not in forged.headers and "X-Response-Signature" not in forged.headers
     shop.proxy.mode = "no_content"
     empty = requests.post(
