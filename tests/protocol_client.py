@@ -43,7 +43,10 @@ Readings of PROTOCOL.md this client makes (where it is not explicit)
   the contract, and the client raises ``ProtocolViolation``.
 * A refusal is a status >= 400 response with a JSON object holding a string ``"error"``. For S
   and J it is refused only when unsealed, because the app's own answers come back sealed. For E
-  the app's plaintext 4xx with an ``"error"`` member looks the same; that cannot be told apart.
+  plaintext answers it is a refusal only with an ``X-Hybrid-Refusal`` header (the server marks
+  its own refusals so), so an app's plaintext 4xx with an ``"error"`` member comes back as a
+  ``Reply``. ``ProtocolError.refusal_marked`` says whether the valid, bound signature covers
+  ``X-Hybrid-Refusal`` naming the code (the only refusal a client may act on).
 * An unsealed, non-refusal response to an S/J request (or to E with ``X-Encrypt-Response``)
   raises ``ProtocolViolation``. An empty body to HEAD, or with status 204/304, is allowed and
   comes back as ``Reply(sealed=False)``.
@@ -161,6 +164,7 @@ _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 SIGNATURE_LABEL = "hybrid"
 SIGNATURE_TAG = "flask-hybrid"
 _KEY_HEADERS = ("x-hybrid-jwe", "x-encrypted-aes-key")  # the bodiless forms' key carriers
+REFUSAL_HEADER = "X-Hybrid-Refusal"  # marks the server's own refusals, covered by the signature
 _JWK_ALGS = {"enc": "RSA-OAEP-256", "sig": "RS256"}  # the JWK alg each use must name
 # Every alg/enc jwcrypto knows, so that tests can build deliberately off-profile JWEs.
 _JWE_ALGS = [*jwcrypto_jwe.default_allowed_algs, "RSA1_5"]
@@ -185,6 +189,7 @@ class ProtocolError(Exception):
         message: str | None = None,
         signature_ok: bool | None = None,
         message_signature_ok: bool | None = None,
+        refusal_marked: bool | None = None,
     ) -> None:
         super().__init__(f"HTTP {status} {code}: {message}")
         self.status = status
@@ -194,6 +199,7 @@ class ProtocolError(Exception):
         self.headers = headers
         self.signature_ok = signature_ok
         self.message_signature_ok = message_signature_ok
+        self.refusal_marked = refusal_marked
 
     @property
     def known_code(self) -> bool:
@@ -607,16 +613,17 @@ class _BindingVerifier(HTTPMessageVerifier):
             raise InvalidMessageSignature('no integer "created" parameter')
 
 
-def _message_signature_problem(
+def _check_message_signature(
     keys: Keys, request: SentRequest, status: int, headers: Headers, body: bytes
-) -> str | None:
-    """Why the response lacks a valid RFC 9421 signature bound to ``request`` (None: it has one).
+) -> tuple[str | None, str | None]:
+    """Why the response lacks a valid RFC 9421 signature bound to ``request`` (None: it has one),
+    and the ``X-Hybrid-Refusal`` code the valid signature covers (None: none).
 
     PROTOCOL.md, "How a client verifies an answer", steps 1 to 4.
     """
     sent = _ci(request.headers)
     if "Content-Digest" not in sent:
-        return "the request carried no Content-Digest to bind the answer to"
+        return "the request carried no Content-Digest to bind the answer to", None
     required = ['"@status"', '"content-digest"', '"@method";req', '"content-digest";req']
     required += [f'"{name}";req' for name in _KEY_HEADERS if name in sent]
     url = f"http://protocol-client.invalid{request.target}"  # required, never covered
@@ -634,17 +641,17 @@ def _message_signature_problem(
             body=body,
         )
     except (HTTPMessageSignaturesException, ValueError, TypeError) as exc:
-        return str(exc) or type(exc).__name__
+        return str(exc) or type(exc).__name__, None
     if result.parameters.get("alg") != "rsa-v1_5-sha256":
-        return f"alg {result.parameters.get('alg')!r} is not rsa-v1_5-sha256"
-    return None
+        return f"alg {result.parameters.get('alg')!r} is not rsa-v1_5-sha256", None
+    return None, result.covered_components.get(f'"{REFUSAL_HEADER.lower()}"')
 
 
 def verify_message_signature(
     keys: Keys, request: SentRequest, status: int, headers: Any, body: bytes
 ) -> bool:
     """Whether the response carries a valid RFC 9421 signature bound to ``request``."""
-    return _message_signature_problem(keys, request, status, _ci(headers), body) is None
+    return _check_message_signature(keys, request, status, _ci(headers), body)[0] is None
 
 
 def _message_signature(
@@ -661,7 +668,7 @@ def _message_signature(
     if keys is None or request is None:
         return None
     problem = (
-        _message_signature_problem(keys, request, status, headers, body)
+        _check_message_signature(keys, request, status, headers, body)[0]
         if "Signature-Input" in headers or required
         else None
     )
@@ -688,12 +695,18 @@ def _refusal(
     doc = _parse_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("error"), str):
         return None
-    message = doc.get("message") if isinstance(doc.get("message"), str) else None
+    code, message = doc["error"], doc.get("message")
+    message = message if isinstance(message, str) else None
     signature_ok = verify_signature(keys, headers, body) if keys is not None else None
-    bound = _message_signature(
-        keys, sent, status, headers, body, required=required, what=f"refusal {doc['error']}"
-    )
-    return ProtocolError(status, doc["error"], body, headers, message, signature_ok, bound)
+    bound = marked = None
+    if keys is not None and sent is not None and ("Signature-Input" in headers or required):
+        problem, covered = _check_message_signature(keys, sent, status, headers, body)
+        bound, marked = problem is None, problem is None and covered == code
+        if required and not bound:
+            raise ProtocolViolation(f"refusal {code}: no valid request-bound signature: {problem}")
+        if required and not marked:
+            raise ProtocolViolation(f"refusal {code}: the signature covers no {REFUSAL_HEADER}")
+    return ProtocolError(status, code, body, headers, message, signature_ok, bound, marked)
 
 
 def _raise_refusal_or_violation(
@@ -1187,8 +1200,13 @@ class EnvelopeClient:
         required = self.require_message_signatures
 
         if not sealed_wanted:
-            error = _refusal(status, resp_headers, resp_body, self.keys, sent, required=required)
-            if error is not None:
+            # Only the server's own refusals carry X-Hybrid-Refusal; an app's plaintext answer
+            # that looks like one is the app's answer.
+            marked = REFUSAL_HEADER in resp_headers
+            error = _refusal(
+                status, resp_headers, resp_body, self.keys, sent, required=required and marked
+            )
+            if error is not None and marked:
                 raise error
             return Reply(
                 status,

@@ -33,6 +33,13 @@ IDS = ["refusal", "bodiless"]
 KEYS = load_vectors("keys")
 SIGNING_KEY = rsa.load_private_key(KEYS["identity_1"]["private_pem"])
 SIGNED_HEADERS = ("Content-Digest", "Signature-Input", "Signature")
+MARKER = "X-Hybrid-Refusal"  # flask-hybrid's own refusals only, covered by the signature
+
+
+def signed_headers(example: dict[str, Any]) -> dict[str, str]:
+    """The headers the server's signature adds to the example's answer."""
+    headers = example["response"]["headers"]
+    return {name: headers[name] for name in (*SIGNED_HEADERS, MARKER) if name in headers}
 
 
 class Message:
@@ -53,6 +60,9 @@ def test_the_refusal_example_is_the_servers_unknown_key_refusal() -> None:
     assert refusal["response"]["status"] == UnknownKey.code == 401
     assert refusal["response"]["body"].encode() == error_body(UnknownKey)
     assert refusal["kid"] == KEYS["identity_1"]["kid"]
+    assert refusal["response"]["headers"][MARKER] == "unknown_key"
+    assert refusal["covered_components"][2] == '"x-hybrid-refusal"'
+    assert MARKER not in EXAMPLES[1]["response"]["headers"]
     assert EXAMPLES[1]["response"]["body"] == ""
     assert '"x-encrypted-aes-key";req' in EXAMPLES[1]["covered_components"]
 
@@ -93,7 +103,9 @@ def test_http_message_signatures_verifies_the_example(example: dict[str, Any]) -
 def test_the_servers_signer_makes_the_same_signature(example: dict[str, Any]) -> None:
     request = example["request"]
     answered = signatures.AnsweredRequest(request["method"], list(request["headers"].items()))
-    assert signatures.covered_components(answered) == example["covered_components"]
+    refusal = example["response"]["headers"].get(MARKER)
+    unmarked = [name for name in example["covered_components"] if name != '"x-hybrid-refusal"']
+    assert signatures.covered_components(answered) == unmarked
     signed = signatures.sign_response(
         SIGNING_KEY,
         example["kid"],
@@ -101,9 +113,10 @@ def test_the_servers_signer_makes_the_same_signature(example: dict[str, Any]) ->
         body=example["response"]["body"].encode(),
         request=answered,
         created=example["created"],
+        refusal=refusal,
     )
     # RSASSA-PKCS1-v1_5 is deterministic: the same Signature means the same base was signed.
-    assert dict(signed) == {name: example["response"]["headers"][name] for name in SIGNED_HEADERS}
+    assert dict(signed) == signed_headers(example)
     assert example["signature"] == f"hybrid=:{example['signature_b64']}:"
     assert example["signature_input"] == f"hybrid={example['signature_params']}"
 
@@ -125,21 +138,21 @@ def test_the_middleware_signs_the_refusal_as_in_the_example(make_app: Callable) 
     )
     assert response.status_code == example["response"]["status"]
     assert response.get_data(as_text=True) == example["response"]["body"]
-    for name in SIGNED_HEADERS:
-        assert response.headers[name] == example["response"]["headers"][name], name
+    for name, value in signed_headers(example).items():
+        assert response.headers[name] == value, name
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
 def test_the_clients_verifier_accepts_the_example(example: dict[str, Any]) -> None:
     response = example["response"]
-    kid = verify_response_signature(
+    verified = verify_response_signature(
         response["status"],
         response["headers"],
         response["body"].encode(),
         sent_request(example),
         {example["kid"]: SIGNING_KEY.public_key()},
     )
-    assert kid == example["kid"]
+    assert verified == (example["kid"], response["headers"].get(MARKER))
 
 
 def one_byte_changed(text: str, index: int) -> str:
@@ -160,6 +173,8 @@ def mutate(example: dict[str, Any], part: str) -> tuple[int, dict[str, str], byt
         status += 1  # 401 -> 402, 204 -> 205
     elif part == '"content-digest"':
         headers["Content-Digest"] = one_byte_changed(headers["Content-Digest"], 12)
+    elif part == '"x-hybrid-refusal"':
+        headers[MARKER] = headers[MARKER][:-1] + "z"  # unknown_key -> unknown_kez
     elif part == "body":
         body = body[:-1] + bytes([body[-1] ^ 1]) if body else b"\x00"
     elif part == '"@method";req':
@@ -237,7 +252,13 @@ def test_the_server_signs_what_the_section_says_for_the_protocol_client(
     make_app: Callable,
 ) -> None:
     """S, E and J through the real app with every required signature enforced."""
-    transport = pc.flask_transport(make_app().test_client())
+    flask_app = make_app()
+
+    @flask_app.post("/api/lookalike")
+    def lookalike() -> tuple[dict[str, str], int]:
+        return {"error": "unknown_key", "message": "the app's own answer"}, 401
+
+    transport = pc.flask_transport(flask_app.test_client())
     keys = pc.fetch_keys(transport)
     assert set(keys.signing_keys or {}) == {KEYS["identity_1"]["kid"], KEYS["identity_2"]["kid"]}
     order = {"order": {"sku": "X-1"}}
@@ -253,6 +274,9 @@ def test_the_server_signs_what_the_section_says_for_the_protocol_client(
     plain = pc.EnvelopeClient(transport, keys, require_message_signatures=True)
     reply = plain.request("POST", "/api/echo", order)
     assert (reply.signature_ok, reply.message_signature_ok) == (True, True)
+    reply = plain.request("POST", "/api/lookalike", order)  # the app's, not a refusal
+    assert (reply.status, reply.message_signature_ok) == (401, True)
+    assert "X-Hybrid-Refusal" not in reply.raw_headers
     sealed = pc.EnvelopeClient(
         transport, keys, encrypt_response=True, require_message_signatures=True
     )
@@ -266,6 +290,7 @@ def test_the_server_signs_what_the_section_says_for_the_protocol_client(
         session.request("POST", "/api/echo", order)
     assert refused.value.code == "invalid_session"
     assert (refused.value.signature_ok, refused.value.message_signature_ok) == (True, True)
+    assert refused.value.refusal_marked is True
 
     stripped = pc.SessionClient(
         without_signatures(transport), keys, require_message_signatures=True

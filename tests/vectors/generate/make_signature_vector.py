@@ -1,8 +1,9 @@
 """Write signature.json: worked examples of the request-bound response signature (RFC 9421).
 
 docs/PROTOCOL.md, "Request-bound response signatures": the server signs an answer with the
-components ("@status" "content-digest" "@method";req "content-digest";req [key header;req]),
-label `hybrid`, tag `flask-hybrid`, alg `rsa-v1_5-sha256`, keyid = the signing key's kid.
+components ("@status" "content-digest" ["x-hybrid-refusal"] "@method";req "content-digest";req
+[key header;req]), label `hybrid`, tag `flask-hybrid`, alg `rsa-v1_5-sha256`, keyid = the signing
+key's kid; its own refusals carry `X-Hybrid-Refusal: <code>`, covered.
 Each example fixes the request, the response and `created`, and records every intermediate
 value a client author needs: the digests, the Signature-Input, the signature base text and the
 Signature. RSASSA-PKCS1-v1_5 is deterministic, so a re-run writes the same file.
@@ -50,11 +51,13 @@ def base_by_hand(
     request_headers: dict[str, str],
     components: list[str],
     signature_params: str,
+    refusal: str | None,
 ) -> str:
     """RFC 9421 §2.5: one line per component, then "@signature-params"; no final newline."""
     values = {
         '"@status"': str(status),
         '"content-digest"': response_digest,
+        '"x-hybrid-refusal"': refusal or "",
         '"@method";req': method,
     }
     lowered = {name.lower(): value.strip() for name, value in request_headers.items()}
@@ -80,6 +83,7 @@ def example(
     status: int,
     response_headers: dict[str, str],
     response_body: str,
+    refusal: str | None = None,
 ) -> dict:
     key = private_key(keys, "identity_1")
     kid = keys["identity_1"]["kid"]
@@ -90,9 +94,13 @@ def example(
         for name in ("x-hybrid-jwe", "x-encrypted-aes-key")
         if name in {header.lower() for header in request_headers}
     ]
+    marker = {}
+    if refusal is not None:  # flask-hybrid's own refusal: marked, and the mark covered
+        marker = {"X-Hybrid-Refusal": refusal}
+        components.insert(2, '"x-hybrid-refusal"')
     message = SimpleNamespace(
         status_code=status,
-        headers={**response_headers, "Content-Digest": response_digest},
+        headers={**response_headers, "Content-Digest": response_digest, **marker},
         request=SimpleNamespace(
             method=method,
             url=f"http://flask-hybrid.invalid{target}",  # required by the library, not covered
@@ -114,7 +122,13 @@ def example(
     prepared = signer.prepare(message, **options)
     signature_base = prepared.signature_base.decode("ascii")
     by_hand = base_by_hand(
-        status, response_digest, method, request_headers, components, prepared.signature_params
+        status,
+        response_digest,
+        method,
+        request_headers,
+        components,
+        prepared.signature_params,
+        refusal,
     )
     if by_hand != signature_base:
         raise SystemExit(f"signature base differs:\n{by_hand}\n---\n{signature_base}")
@@ -173,6 +187,7 @@ def main() -> None:
             status=401,
             response_headers={"Content-Type": "application/json"},
             response_body=UNKNOWN_KEY_BODY,
+            refusal="unknown_key",
         ),
         example(
             keys,
