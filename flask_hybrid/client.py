@@ -43,25 +43,17 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timezone
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
-from http_message_signatures import (
-    ContentDigest,
-    HTTPMessageSignaturesException,
-    HTTPMessageVerifier,
-    HTTPSignatureKeyResolver,
-    InvalidSignature,
-    algorithms,
-)
 from requests.hooks import default_hooks, dispatch_hook
 from requests.sessions import merge_setting
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
 from . import errors
-from .core import aead, formats, jwe, rsa
+from .core import aead, formats, jwe, rsa, signatures
 from .core.encoding import (
     b64encode,
     b64url_encode,
@@ -104,15 +96,8 @@ _EXPIRY_MARGIN = 5.0  # renew a session this many seconds early (at most 10% of 
 _CLOSE_TIMEOUT = 10.0
 _BODILESS_STATUSES = frozenset({204, 205, 304})  # and 1xx: answers that carry no body
 
-#: The RFC 9421 signature flask-hybrid's server adds (PROTOCOL.md, "Request-bound response
-#: signatures"): its label, tag, algorithm and the components it must cover.
-SIGNATURE_LABEL = "hybrid"
-SIGNATURE_TAG = "flask-hybrid"
-_SIGNATURE_ALGORITHM = algorithms.RSA_V1_5_SHA256
-_REQUIRED_COMPONENTS = ('"@status"', '"content-digest"', '"@method";req', '"content-digest";req')
-_KEY_HEADERS = ("X-Hybrid-JWE", "X-Encrypted-Aes-Key")  # the bodiless forms' key carriers
 #: Marks flask-hybrid's own refusals; it counts only when the signature covers it.
-REFUSAL_HEADER = "X-Hybrid-Refusal"
+REFUSAL_HEADER = signatures.REFUSAL_HEADER
 
 
 # --- exceptions --------------------------------------------------------------------------------
@@ -301,67 +286,13 @@ def _restore(response: requests.Response, plaintext: bytes, content_type: str | 
 
 
 # --- request-bound response signatures (RFC 9421) -------------------------------------------
-def content_digest(body: bytes) -> str:
-    """The RFC 9530 ``Content-Digest`` value of a body as sent: ``sha-256=:<b64>:``."""
-    return ContentDigest.create(body)
-
-
-@dataclass(frozen=True)
-class SentRequest:
-    """A request as it went on the wire, which a response signature must be bound to.
-
-    ``headers`` are exactly the headers sent (the client's own ``Content-Digest`` and key
-    header among them); nothing in it may come from the response.
-    """
-
-    method: str
-    url: str
-    headers: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class _ReceivedAnswer:
-    """The message shape http-message-signatures resolves components from."""
-
-    status_code: int
-    headers: Mapping[str, str]
-    request: SentRequest
-
-
-class _KeyLookup(HTTPSignatureKeyResolver):
-    def __init__(self, lookup: Callable[[str], rsa.PublicKey | None]) -> None:
-        self._lookup = lookup
-
-    def resolve_public_key(self, key_id: str) -> rsa.PublicKey | None:
-        return self._lookup(key_id)
-
-    def resolve_private_key(self, key_id: str) -> Any:
-        raise NotImplementedError("the client only verifies")
-
-
-class _BoundResponseVerifier(HTTPMessageVerifier):
-    """RFC 9421 verification whose freshness comes from the request binding, not the clock.
-
-    The covered request ``Content-Digest`` (of a body with a fresh IV, ``ek`` or ``jti``) or
-    key header is unique to one request, so a valid signature over it was made for this very
-    exchange. The server's ``created`` is therefore not compared with the local clock: a client
-    whose clock is off by more than the library's 5 s still verifies.
-    """
-
-    def validate_created_and_expires(self, sig_input: Any, max_age: Any = None) -> None:
-        if type(sig_input.params.get("created")) is not int:
-            raise InvalidSignature('the signature has no integer "created" parameter')
-
-
-class VerifiedSignature(NamedTuple):
-    """What a verified answer signature says: the signing key, and the refusal it marks.
-
-    ``refusal`` is the covered ``X-Hybrid-Refusal`` code (flask-hybrid's own refusal), or
-    ``None``: only an answer whose code it names is a refusal to act on.
-    """
-
-    kid: str
-    refusal: str | None
+#: The RFC 9530 ``Content-Digest`` value of a body as sent: ``sha-256=:<b64>:``.
+content_digest = signatures.content_digest
+#: A request as it went on the wire (method, exactly the headers sent, URL), which an answer's
+#: signature must be bound to.
+SentRequest = signatures.AnsweredRequest
+#: What a verified signature says: the signing kid and the covered ``X-Hybrid-Refusal`` code.
+VerifiedSignature = signatures.VerifiedAnswer
 
 
 def verify_response_signature(
@@ -373,57 +304,29 @@ def verify_response_signature(
 ) -> VerifiedSignature:
     """Check that an answer carries flask-hybrid's RFC 9421 signature bound to ``request``.
 
-    The ``hybrid`` signature must have ``tag="flask-hybrid"``, ``alg="rsa-v1_5-sha256"`` and a
-    ``keyid`` that ``keys`` (signing keys by kid, or a lookup function) resolves, and cover
-    ``@status``, the answer's ``Content-Digest`` (which must match ``body``, the content as
-    received), and from ``request`` its method, its ``Content-Digest`` and its key header when
-    it has one (``X-Hybrid-JWE`` / ``X-Encrypted-Aes-Key``). Returns the signing key's kid and
-    the covered ``X-Hybrid-Refusal`` code; raises :class:`SignatureError` otherwise.
-    ``created`` is not checked against the clock.
+    :func:`flask_hybrid.core.signatures.verify_response`, raising :class:`SignatureError`::
 
-    ::
-
-        sent = SentRequest("POST", url, {"Content-Digest": content_digest(body)})
+        sent = SentRequest("POST", [("Content-Digest", content_digest(body))])
         verified = verify_response_signature(401, headers, response.content, sent, keys)
         verified.kid, verified.refusal  # e.g. ("cHGR83zg…", "unknown_key")
     """
-    lookup = keys.get if isinstance(keys, Mapping) else keys
-    sent_headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(request.headers)
-    required = [
-        *_REQUIRED_COMPONENTS,
-        *(f'"{name.lower()}";req' for name in _KEY_HEADERS if name in sent_headers),
-    ]
-    verifier = _BoundResponseVerifier(
-        signature_algorithm=_SIGNATURE_ALGORITHM, key_resolver=_KeyLookup(lookup)
-    )
     try:
-        results = verifier.verify(
-            _ReceivedAnswer(status, headers, request),
-            max_age=None,
-            expect_tag=SIGNATURE_TAG,
-            expect_label=SIGNATURE_LABEL,
-            require_components=required,
-            body=body,
+        return signatures.verify_response(
+            keys, status=status, headers=headers, body=body, request=request
         )
-    except (HTTPMessageSignaturesException, ValueError, TypeError) as error:
+    except signatures.InvalidSignature as error:
         raise SignatureError(f"the response signature does not verify: {error}") from None
-    # The library accepts a signature without "alg"; the protocol requires it.
-    parameters = results[0].parameters
-    if parameters.get("alg") != _SIGNATURE_ALGORITHM.algorithm_id:
-        raise SignatureError("the response signature does not name rsa-v1_5-sha256")
-    refusal = results[0].covered_components.get(f'"{REFUSAL_HEADER.lower()}"')
-    return VerifiedSignature(str(parameters["keyid"]), refusal)
 
 
 def _sent_request(prepared: requests.PreparedRequest | None) -> SentRequest | None:
     """What requests recorded as sent (the prepared request of the response)."""
     if prepared is None or prepared.method is None or prepared.url is None:
         return None
-    headers = {
-        name: value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    headers = [
+        (name, value.decode("latin-1") if isinstance(value, bytes) else str(value))
         for name, value in prepared.headers.items()
-    }
-    return SentRequest(prepared.method, prepared.url, headers)
+    ]
+    return SentRequest(prepared.method, headers, prepared.url)
 
 
 def _is_bodiless(response: requests.Response) -> bool:

@@ -11,6 +11,7 @@ holds the real server to the section with every required signature enforced.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -52,7 +53,7 @@ class Message:
 def sent_request(example: dict[str, Any]) -> SentRequest:
     request = example["request"]
     url = f"http://127.0.0.1{request['target']}"  # not covered: any URL does
-    return SentRequest(request["method"], url, dict(request["headers"]))
+    return SentRequest(request["method"], list(dict(request["headers"]).items()), url)
 
 
 def test_the_refusal_example_is_the_servers_unknown_key_refusal() -> None:
@@ -76,7 +77,9 @@ def test_http_message_signatures_verifies_the_example(example: dict[str, Any]) -
             public_keys={example["kid"]: SIGNING_KEY.public_key()}, private_keys={}
         ),
     )
-    message = Message(response["status"], dict(response["headers"]), sent_request(example))
+    sent = sent_request(example)  # the library reads a request's headers as a mapping
+    request = SimpleNamespace(method=sent.method, url=sent.url, headers=dict(sent.headers))
+    message = Message(response["status"], dict(response["headers"]), request)
     (result,) = verifier.verify(
         message,
         max_age=None,  # the example's created is fixed in the past
@@ -195,7 +198,7 @@ def mutate(example: dict[str, Any], part: str) -> tuple[int, dict[str, str], byt
     else:
         raise AssertionError(part)
     url = f"http://127.0.0.1{request['target']}"
-    return status, headers, body, SentRequest(method, url, request_headers)
+    return status, headers, body, SentRequest(method, list(dict(request_headers).items()), url)
 
 
 CASES = [
