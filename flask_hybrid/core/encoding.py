@@ -5,9 +5,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import InvalidPayload
+from .strictjson import check_json, json_object_spans
+
+Buffer = bytes | bytearray | memoryview
+
+#: Base64 characters decoded at a time when a field is streamed (a multiple of 4).
+B64_CHUNK = 64 * 1024
+_B64_TEXT = re.compile(rb"[A-Za-z0-9+/]*={0,2}")  # one character class: no per-character state
+_B64URL_TEXT = re.compile(rb"[A-Za-z0-9_-]*")
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 
 def b64encode(data: bytes) -> str:
@@ -15,21 +26,41 @@ def b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def b64decode(text: object) -> bytes:
-    """Decode standard padded base64, refusing anything but its one canonical spelling.
+def _ascii(text: object) -> Buffer:
+    """Base64 text as bytes: a ``str`` (ASCII only) or a bytes-like object as it is."""
+    if isinstance(text, str):
+        try:
+            return text.encode("ascii")
+        except UnicodeEncodeError:
+            raise InvalidPayload from None
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        return text
+    raise InvalidPayload
+
+
+def b64_decoded_size(text: object) -> int:
+    """Check standard padded base64 in its one canonical spelling; return its decoded size.
 
     No whitespace, no URL-safe alphabet, no missing padding and no stray bits in the last
-    character: re-encoding must give back the same text, so one message has one encoding.
+    character, so one message has one encoding. Only the last quantum is decoded here: a
+    large field is checked without a copy, then decoded in chunks (:func:`iter_b64decode`).
     """
-    if not isinstance(text, str):
+    data = _ascii(text)
+    if len(data) % 4 or not _B64_TEXT.fullmatch(data):
         raise InvalidPayload
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise InvalidPayload from None
-    if base64.b64encode(raw).decode("ascii") != text:
-        raise InvalidPayload
-    return raw
+    if not data:
+        return 0
+    last_quantum = bytes(data[-4:])
+    if base64.b64encode(binascii.a2b_base64(last_quantum)) != last_quantum:
+        raise InvalidPayload  # stray bits: a second spelling of the same bytes
+    return len(data) // 4 * 3 - last_quantum.count(b"=")
+
+
+def b64decode(text: object) -> bytes:
+    """Decode standard padded base64, refusing anything but its one canonical spelling."""
+    data = _ascii(text)
+    b64_decoded_size(data)
+    return binascii.a2b_base64(data)
 
 
 def b64url_encode(data: bytes) -> str:
@@ -37,17 +68,46 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def b64url_decoded_size(text: object) -> int:
+    """Check unpadded URL-safe base64 in its canonical spelling; return its decoded size."""
+    data = _ascii(text)
+    remainder = len(data) % 4
+    if remainder == 1 or not _B64URL_TEXT.fullmatch(data):
+        raise InvalidPayload
+    if remainder:
+        last = bytes(data[-remainder:])
+        padded = last.translate(_URLSAFE_TO_STANDARD) + b"=" * (4 - remainder)
+        if base64.b64encode(binascii.a2b_base64(padded)) != padded:
+            raise InvalidPayload  # stray bits: a second spelling of the same bytes
+    return len(data) // 4 * 3 + max(remainder - 1, 0)
+
+
 def b64url_decode(text: object) -> bytes:
     """Decode unpadded URL-safe base64, canonical spelling only."""
-    if not isinstance(text, str) or "=" in text:
-        raise InvalidPayload
-    try:
-        raw = base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode("ascii"))
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise InvalidPayload from None
-    if b64url_encode(raw) != text:
-        raise InvalidPayload
-    return raw
+    data = _ascii(text)
+    b64url_decoded_size(data)
+    standard = bytes(data).translate(_URLSAFE_TO_STANDARD)
+    return binascii.a2b_base64(standard + b"=" * (-len(standard) % 4))
+
+
+def iter_b64decode(
+    text: Buffer, *, urlsafe: bool = False, chunk: int = B64_CHUNK
+) -> Iterator[bytes]:
+    """Decode base64 text already checked canonical, ``chunk`` characters at a time.
+
+    For streaming a large field into a cipher without holding its decoded copy; ``text`` may
+    be a memoryview into the request body (nothing is copied but one chunk at a time).
+    """
+    if chunk % 4:
+        raise ValueError("the chunk must be a multiple of 4 characters")
+    with memoryview(text) as view:
+        for start in range(0, len(view), chunk):
+            piece = view[start : start + chunk]
+            if urlsafe:
+                translated = bytes(piece).translate(_URLSAFE_TO_STANDARD)
+                yield binascii.a2b_base64(translated + b"=" * (-len(translated) % 4))
+            else:
+                yield binascii.a2b_base64(piece)
 
 
 def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -72,6 +132,14 @@ def loads_json(data: bytes | str) -> Any:
         raise InvalidPayload from None
 
 
+def check_json_text(data: bytes | bytearray) -> None:
+    """Refuse anything :func:`loads_json` would refuse, without building the value.
+
+    Memory stays a small fraction of ``data`` whatever it holds (see :mod:`.strictjson`).
+    """
+    check_json(data)
+
+
 def loads_json_object(data: bytes | str) -> dict[str, Any]:
     """Like :func:`loads_json`, but the value must be a JSON object."""
     value = loads_json(data)
@@ -83,3 +151,38 @@ def loads_json_object(data: bytes | str) -> dict[str, Any]:
 def dumps_compact(value: Any) -> bytes:
     """Compact JSON as sent on the wire (no spaces, UTF-8)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class JsonObjectText:
+    """A JSON object, checked strict, whose members are read from its text when asked for.
+
+    What :func:`loads_json_object` gives, without the copies: a large string member (a base64
+    ciphertext) is handed out as a view into ``data``, never as a ``str``.
+    """
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self._data = data
+        self._spans = json_object_spans(data)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._spans
+
+    def string(self, name: str) -> Buffer | None:
+        """A string member's UTF-8 (a view when it has no escapes); ``None`` when absent.
+
+        A member that is not a string is :class:`InvalidPayload`.
+        """
+        span = self._spans.get(name)
+        if span is None:
+            return None
+        start, end = span
+        if self._data[start] != 0x22:  # '"'
+            raise InvalidPayload
+        if self._data.find(b"\\", start, end) < 0:
+            return memoryview(self._data)[start + 1 : end - 1]
+        return str(json.loads(bytes(self._data[start:end]))).encode("utf-8", "surrogatepass")
+
+    def text(self, name: str) -> str | None:
+        """A string member as ``str`` (for short members); ``None`` when absent."""
+        raw = self.string(name)
+        return None if raw is None else bytes(raw).decode("utf-8", "surrogatepass")
