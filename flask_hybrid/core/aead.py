@@ -7,8 +7,11 @@ here, before any key schedule runs.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import InvalidPayload
@@ -45,13 +48,57 @@ def seal(
     return iv, sealed[:-TAG_SIZE], sealed[-TAG_SIZE:]
 
 
+def _decryptor(cek: bytes, iv: bytes, tag: bytes, aad: bytes | None) -> Any:
+    if len(cek) != CEK_SIZE or len(iv) != IV_SIZE or len(tag) != TAG_SIZE:
+        raise InvalidPayload
+    decryptor = Cipher(algorithms.AES(cek), modes.GCM(iv, tag)).decryptor()
+    if aad is not None:
+        decryptor.authenticate_additional_data(aad)
+    return decryptor
+
+
 def open_(
     cek: bytes, iv: bytes, ciphertext: bytes, tag: bytes, *, aad: bytes | None = None
 ) -> bytes:
     """Decrypt and authenticate; any size or tag problem raises :class:`InvalidPayload`."""
-    if len(cek) != CEK_SIZE or len(iv) != IV_SIZE or len(tag) != TAG_SIZE:
-        raise InvalidPayload
+    decryptor = _decryptor(cek, iv, tag, aad)
+    plaintext: bytes = decryptor.update(ciphertext)  # no ciphertext + tag copy, as AESGCM needs
     try:
-        return AESGCM(cek).decrypt(iv, ciphertext + tag, aad)
+        decryptor.finalize()
     except InvalidTag:
         raise InvalidPayload from None
+    return plaintext
+
+
+def open_stream(
+    cek: bytes,
+    iv: bytes,
+    ciphertext_chunks: Iterable[bytes],
+    size: int,
+    tag: bytes,
+    *,
+    aad: bytes | None = None,
+) -> bytearray:
+    """Like :func:`open_` for a ciphertext of ``size`` bytes that arrives in chunks.
+
+    The plaintext is written into one buffer allocated up front, so a large body costs its
+    plaintext and one chunk, not a joined ciphertext as well. Nothing is returned before the
+    tag has been checked.
+    """
+    decryptor = _decryptor(cek, iv, tag, aad)
+    # update_into may want block size - 1 spare bytes (older cryptography): cut off after.
+    plaintext = bytearray(size + 15)
+    written = 0
+    try:
+        with memoryview(plaintext) as view:
+            for chunk in ciphertext_chunks:
+                if written + len(chunk) > size:
+                    raise InvalidPayload
+                written += decryptor.update_into(chunk, view[written:])
+        if written != size:
+            raise InvalidPayload
+        decryptor.finalize()
+    except InvalidTag:
+        raise InvalidPayload from None
+    del plaintext[size:]
+    return plaintext

@@ -9,14 +9,30 @@ is not yet authenticated lives in ``Unverified*`` objects.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidPayload, ReplayedRequest, UnknownKey
 from . import aead, jwe
-from .encoding import b64decode, b64encode, b64url_decode, dumps_compact, loads_json
+from .encoding import (
+    Buffer,
+    JsonObjectText,
+    b64_decoded_size,
+    b64decode,
+    b64encode,
+    b64url_decode,
+    check_json_text,
+    dumps_compact,
+    iter_b64decode,
+    loads_json,
+)
 from .keyring import KeyRing
 from .rsa import PKCS1V15, PublicKey, unwrap_cek_or_random, wrap_oaep
+
+#: A request body as :func:`parse_session_envelope` and :func:`parse_envelope` take it: parsed
+#: JSON (a dict), or the body's text read in place (what the middleware passes).
+EnvelopeBody = dict | JsonObjectText
 
 JSON_CONTENT_TYPE = "application/json"
 REQUEST_JSON_CONTENT_TYPE = "application/json; charset=utf-8"
@@ -36,10 +52,12 @@ def _string_fields(body: object, names: tuple[str, ...]) -> dict[str, Any]:
     return body
 
 
-def require_json(plaintext: bytes) -> bytes:
-    """Refuse a plaintext that is not strict UTF-8 JSON where JSON is declared."""
-    loads_json(plaintext)
-    return plaintext
+def require_json(plaintext: bytes | bytearray) -> None:
+    """Refuse a plaintext that is not strict UTF-8 JSON where JSON is declared.
+
+    Builds nothing: the memory it needs stays a small fraction of the plaintext.
+    """
+    check_json_text(plaintext)
 
 
 def _b64_exact(text: object, size: int) -> bytes:
@@ -49,30 +67,91 @@ def _b64_exact(text: object, size: int) -> bytes:
     return raw
 
 
+def _string_member(body: object, name: str) -> Any:
+    """A string member of a request body (``str`` or UTF-8 bytes); ``None`` when absent."""
+    if isinstance(body, JsonObjectText):
+        return body.string(name)
+    if not isinstance(body, dict):
+        raise InvalidPayload
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidPayload
+    return value
+
+
+def _required_string(body: object, name: str) -> Any:
+    value = _string_member(body, name)
+    if value is None:
+        raise InvalidPayload
+    return value
+
+
+def _text_member(body: object, name: str) -> str | None:
+    value = _string_member(body, name)
+    if value is None or isinstance(value, str):
+        return value
+    return bytes(value).decode("utf-8", "surrogatepass")
+
+
+def _first_bytes(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The first ``size`` bytes of a stream of chunks (format E's ciphertext before its tag)."""
+    remaining = size
+    for chunk in chunks:
+        if remaining <= 0:
+            return
+        yield chunk if len(chunk) <= remaining else chunk[:remaining]
+        remaining -= len(chunk)
+
+
 # --- format S ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class UnverifiedSessionEnvelope:
-    """A format S request body: the CEK wrapped to the session key, then AES-GCM parts."""
+    """A format S request body: the CEK wrapped to the session key, then AES-GCM parts.
+
+    The ciphertext stays base64 text, checked canonical (often a view into the request
+    body), and is decoded a chunk at a time as it is decrypted.
+    """
 
     wrapped_key: bytes = field(repr=False)
     iv: bytes
-    ciphertext: bytes = field(repr=False)
+    ciphertext_b64: Buffer | str = field(repr=False)
+    ciphertext_size: int
     tag: bytes
 
 
-def parse_session_envelope(body: object) -> UnverifiedSessionEnvelope:
-    fields = _string_fields(body, ("encryptedAesKey", "encryptedData", "iv", "authTag"))
-    return UnverifiedSessionEnvelope(
-        wrapped_key=b64decode(fields["encryptedAesKey"]),
-        iv=_b64_exact(fields["iv"], aead.IV_SIZE),
-        ciphertext=b64decode(fields["encryptedData"]),
-        tag=_b64_exact(fields["authTag"], aead.TAG_SIZE),
+def parse_session_envelope(body: EnvelopeBody) -> UnverifiedSessionEnvelope:
+    wrapped_key, ciphertext, iv, tag = (
+        _required_string(body, name)
+        for name in ("encryptedAesKey", "encryptedData", "iv", "authTag")
     )
+    return UnverifiedSessionEnvelope(
+        wrapped_key=b64decode(wrapped_key),
+        iv=_b64_exact(iv, aead.IV_SIZE),
+        ciphertext_b64=ciphertext,
+        ciphertext_size=b64_decoded_size(ciphertext),
+        tag=_b64_exact(tag, aead.TAG_SIZE),
+    )
+
+
+def decrypt_session_envelope(envelope: UnverifiedSessionEnvelope, cek: bytes) -> bytearray:
+    """Authenticate and decrypt a format S body; the caller then checks it is JSON.
+
+    Split from :func:`open_session_envelope` so that a server can let go of the request body
+    before the JSON check runs.
+    """
+    chunks = iter_b64decode(_buffer(envelope.ciphertext_b64))
+    return aead.open_stream(cek, envelope.iv, chunks, envelope.ciphertext_size, envelope.tag)
 
 
 def open_session_envelope(envelope: UnverifiedSessionEnvelope, cek: bytes) -> bytes:
     """Authenticate and decrypt a format S body under its (already unwrapped) CEK."""
-    return require_json(aead.open_(cek, envelope.iv, envelope.ciphertext, envelope.tag))
+    plaintext = decrypt_session_envelope(envelope, cek)
+    require_json(plaintext)
+    return bytes(plaintext)
+
+
+def _buffer(text: Buffer | str) -> Buffer:
+    return text.encode("ascii") if isinstance(text, str) else text
 
 
 def seal_session_request(
@@ -135,38 +214,46 @@ ENVELOPE_ALGS = {ENVELOPE_ALG_PKCS1: False, ENVELOPE_ALG_OAEP: True}  # alg → 
 
 @dataclass(frozen=True)
 class UnverifiedEnvelope:
-    """A format E request body (JSEncrypt-compatible envelope)."""
+    """A format E request body (JSEncrypt-compatible envelope).
+
+    ``ct`` is ciphertext || tag in base64: the tag is decoded from its last characters and the
+    rest stays text (checked canonical), decoded a chunk at a time as it is decrypted.
+    """
 
     oaep: bool
     wrapped_key: bytes = field(repr=False)
     kid: str | None
     iv: bytes
-    ciphertext: bytes = field(repr=False)
+    sealed_b64: Buffer | str = field(repr=False)
+    ciphertext_size: int
     tag: bytes
 
 
-def parse_envelope(body: object) -> UnverifiedEnvelope:
-    fields = _string_fields(body, ("alg", "ek", "iv", "ct"))
-    if fields["alg"] not in ENVELOPE_ALGS:
+def parse_envelope(body: EnvelopeBody) -> UnverifiedEnvelope:
+    alg = _text_member(body, "alg")
+    wrapped_key, iv, sealed = (_required_string(body, name) for name in ("ek", "iv", "ct"))
+    if alg not in ENVELOPE_ALGS:
         raise InvalidPayload
-    kid = fields.get("kid")
-    if kid is not None and (not isinstance(kid, str) or not 0 < len(kid) <= _KID_MAX):
+    kid = _text_member(body, "kid")
+    if kid is not None and not 0 < len(kid) <= _KID_MAX:
         raise InvalidPayload
-    sealed = b64decode(fields["ct"])
-    if len(sealed) < aead.TAG_SIZE:
+    sealed_size = b64_decoded_size(sealed)
+    if sealed_size < aead.TAG_SIZE:
         raise InvalidPayload
+    tail = _buffer(sealed)[-24:]  # 24 characters decode to at least the 16-byte tag
     return UnverifiedEnvelope(
-        oaep=ENVELOPE_ALGS[fields["alg"]],
-        wrapped_key=b64decode(fields["ek"]),
+        oaep=ENVELOPE_ALGS[alg],
+        wrapped_key=b64decode(wrapped_key),
         kid=kid,
-        iv=_b64_exact(fields["iv"], aead.IV_SIZE),
-        ciphertext=sealed[: -aead.TAG_SIZE],
-        tag=sealed[-aead.TAG_SIZE :],
+        iv=_b64_exact(iv, aead.IV_SIZE),
+        sealed_b64=sealed,
+        ciphertext_size=sealed_size - aead.TAG_SIZE,
+        tag=b64decode(tail)[-aead.TAG_SIZE :],
     )
 
 
-def open_envelope(envelope: UnverifiedEnvelope, keyring: KeyRing) -> tuple[bytes, bytes]:
-    """Find the CEK and open a format E body; returns ``(cek, plaintext)``.
+def decrypt_envelope(envelope: UnverifiedEnvelope, keyring: KeyRing) -> tuple[bytes, bytearray]:
+    """Find the CEK and decrypt a format E body; the caller then checks it is JSON.
 
     With ``kid`` only that identity key is tried, otherwise the current key first, then the
     others. Each unwrap yields a key (a random one when ``ek`` is not valid for that key), and
@@ -183,12 +270,24 @@ def open_envelope(envelope: UnverifiedEnvelope, keyring: KeyRing) -> tuple[bytes
         cek = unwrap_cek_or_random(
             identity_key.private_key, envelope.wrapped_key, oaep=envelope.oaep
         )
+        chunks = _first_bytes(
+            iter_b64decode(_buffer(envelope.sealed_b64)), envelope.ciphertext_size
+        )
         try:
-            plaintext = aead.open_(cek, envelope.iv, envelope.ciphertext, envelope.tag)
+            plaintext = aead.open_stream(
+                cek, envelope.iv, chunks, envelope.ciphertext_size, envelope.tag
+            )
         except InvalidPayload:
             continue
-        return cek, require_json(plaintext)
+        return cek, plaintext
     raise InvalidPayload
+
+
+def open_envelope(envelope: UnverifiedEnvelope, keyring: KeyRing) -> tuple[bytes, bytes]:
+    """Find the CEK and open a format E body (JSON checked); returns ``(cek, plaintext)``."""
+    cek, plaintext = decrypt_envelope(envelope, keyring)
+    require_json(plaintext)
+    return cek, bytes(plaintext)
 
 
 def wrap_envelope_key(public_key: PublicKey, cek: bytes, *, padding: str) -> tuple[str, bytes]:
@@ -293,16 +392,29 @@ def check_request_binding(
         raise ReplayedRequest
 
 
+def decrypt_request(token: jwe.UnverifiedJWE, cek: bytes, *, allow_empty: bool) -> bytearray:
+    """Authenticate and decrypt a J request; the caller then runs :func:`check_request_plaintext`.
+
+    Split from :func:`open_request` so that a server can let go of the request body before
+    the JSON check runs.
+    """
+    plaintext = jwe.decrypt_to_buffer(token, cek)
+    if not plaintext and not allow_empty:
+        raise InvalidPayload
+    return plaintext
+
+
+def check_request_plaintext(header: dict[str, Any], plaintext: bytes | bytearray) -> None:
+    """JSON is required of a non-empty J plaintext unless ``cty`` names another type."""
+    if plaintext and content_type_from_cty(header.get("cty")) == REQUEST_JSON_CONTENT_TYPE:
+        require_json(plaintext)
+
+
 def open_request(token: jwe.UnverifiedJWE, cek: bytes, *, allow_empty: bool) -> bytes:
     """Authenticate and decrypt a J request; JSON is required unless ``cty`` says otherwise."""
-    plaintext = jwe.decrypt(token, cek)
-    if plaintext == b"":
-        if not allow_empty:
-            raise InvalidPayload
-        return plaintext
-    if content_type_from_cty(token.header.get("cty")) == REQUEST_JSON_CONTENT_TYPE:
-        require_json(plaintext)
-    return plaintext
+    plaintext = decrypt_request(token, cek, allow_empty=allow_empty)
+    check_request_plaintext(token.header, plaintext)
+    return bytes(plaintext)
 
 
 def seal_response(

@@ -7,18 +7,29 @@ seals the response under it. Anything outside the profile -- another ``alg`` or 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidPayload
 from . import aead
-from .encoding import b64url_decode, b64url_encode, dumps_compact, loads_json_object
+from .encoding import (
+    Buffer,
+    b64url_decode,
+    b64url_decoded_size,
+    b64url_encode,
+    dumps_compact,
+    iter_b64decode,
+    loads_json_object,
+)
 from .rsa import PrivateKey, PublicKey, unwrap_oaep, wrap_oaep
 
 ALG_RSA_OAEP_256 = "RSA-OAEP-256"
 ALG_DIR = "dir"
 ENC_A256GCM = "A256GCM"
 MAX_HEADER_SEGMENT = 8192  # a protected header is a few hundred bytes
+_SEGMENT = rb"([A-Za-z0-9_-]*)"
+_COMPACT = re.compile(rb"\.".join([_SEGMENT] * 5))
 
 
 @dataclass(frozen=True)
@@ -29,18 +40,32 @@ class UnverifiedJWE:
     header: dict[str, Any]
     encrypted_key: bytes = field(repr=False)
     iv: bytes
-    ciphertext: bytes = field(repr=False)
+    ciphertext_b64: Buffer = field(repr=False)  # base64url, checked; decoded as decrypted
+    ciphertext_size: int
     tag: bytes
 
 
 def parse_compact(token: object, *, alg: str = ALG_RSA_OAEP_256) -> UnverifiedJWE:
-    """Split and decode a compact JWE, checking the profile (syntax only, no crypto)."""
-    if not isinstance(token, str):
+    """Split and decode a compact JWE, checking the profile (syntax only, no crypto).
+
+    ``token`` is text, or bytes (a view into a request body: the ciphertext is not copied).
+    """
+    if isinstance(token, str):
+        if not token.isascii():
+            raise InvalidPayload
+        token = token.encode("ascii")
+    if not isinstance(token, (bytes, bytearray, memoryview)):
         raise InvalidPayload
-    segments = token.split(".")
-    if len(segments) != 5 or len(segments[0]) > MAX_HEADER_SEGMENT:
+    compact = _COMPACT.fullmatch(token)
+    if compact is None:
         raise InvalidPayload
-    protected_segment, encrypted_key_segment, iv_segment, ciphertext_segment, tag_segment = segments
+    view = memoryview(token)
+    protected, encrypted_key_segment, iv_segment, ciphertext_segment, tag_segment = (
+        view[compact.start(group) : compact.end(group)] for group in range(1, 6)
+    )
+    if len(protected) > MAX_HEADER_SEGMENT:
+        raise InvalidPayload
+    protected_segment = bytes(protected).decode("ascii")
     header = loads_json_object(b64url_decode(protected_segment))
     if header.get("alg") != alg or header.get("enc") != ENC_A256GCM:
         raise InvalidPayload
@@ -53,7 +78,13 @@ def parse_compact(token: object, *, alg: str = ALG_RSA_OAEP_256) -> UnverifiedJW
     if len(iv) != aead.IV_SIZE or len(tag) != aead.TAG_SIZE:
         raise InvalidPayload
     return UnverifiedJWE(
-        protected_segment, header, encrypted_key, iv, b64url_decode(ciphertext_segment), tag
+        protected_segment,
+        header,
+        encrypted_key,
+        iv,
+        ciphertext_segment,
+        b64url_decoded_size(ciphertext_segment),
+        tag,
     )
 
 
@@ -62,11 +93,21 @@ def unwrap_key(jwe: UnverifiedJWE, key: PrivateKey) -> bytes:
     return unwrap_oaep(key, jwe.encrypted_key)
 
 
+def decrypt_to_buffer(jwe: UnverifiedJWE, cek: bytes) -> bytearray:
+    """Authenticate header and ciphertext under ``cek``; the plaintext in a new buffer."""
+    return aead.open_stream(
+        cek,
+        jwe.iv,
+        iter_b64decode(jwe.ciphertext_b64, urlsafe=True),
+        jwe.ciphertext_size,
+        jwe.tag,
+        aad=jwe.protected_segment.encode("ascii"),
+    )
+
+
 def decrypt(jwe: UnverifiedJWE, cek: bytes) -> bytes:
     """Authenticate header and ciphertext under ``cek`` and return the plaintext."""
-    return aead.open_(
-        cek, jwe.iv, jwe.ciphertext, jwe.tag, aad=jwe.protected_segment.encode("ascii")
-    )
+    return bytes(decrypt_to_buffer(jwe, cek))
 
 
 def encrypt(
