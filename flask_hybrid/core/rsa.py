@@ -12,6 +12,8 @@ Two unwrap paths with different failure rules:
 
 from __future__ import annotations
 
+import binascii
+import hmac
 import os
 
 from cryptography.exceptions import InvalidSignature
@@ -20,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ..errors import InvalidPayload
 from .aead import CEK_SIZE
-from .encoding import b64decode
 
 PrivateKey = rsa.RSAPrivateKey
 PublicKey = rsa.RSAPublicKey
@@ -33,6 +34,15 @@ OAEP_SHA256 = padding.OAEP(
 )
 PKCS1V15 = padding.PKCS1v15()
 _B64_CEK_SIZE = 44  # len(b64(32 bytes)): how JSEncrypt clients send the CEK
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+# Byte maps for the text reading: anything outside the alphabet to "A" (so decoding never
+# fails), to 1 (to count it), and alphabet characters whose value has low bits set to 1.
+_TO_ALPHABET = bytes(byte if byte in _ALPHABET else ord("A") for byte in range(256))
+_NOT_ALPHABET = bytes(0 if byte in _ALPHABET else 1 for byte in range(256))
+_LOW_BITS_SET = bytes(
+    1 if byte in _ALPHABET and _ALPHABET.index(byte) & 3 else 0 for byte in range(256)
+)
+_ZEROS_43 = bytes(_B64_CEK_SIZE - 1)
 
 
 def generate_private_key(bits: int = SESSION_KEY_BITS) -> PrivateKey:
@@ -107,18 +117,34 @@ def unwrap_oaep(key: PrivateKey, wrapped_key: bytes) -> bytes:
     return cek
 
 
-def _cek_from_unverified_text(unwrapped: bytes) -> bytes | None:
-    """The CEK an envelope's ``ek`` carried: 32 raw bytes, or the 44-byte text b64(CEK)."""
-    if len(unwrapped) == CEK_SIZE:
-        return unwrapped
-    if len(unwrapped) == _B64_CEK_SIZE:
-        try:
-            cek = b64decode(unwrapped.decode("ascii"))
-        except (UnicodeDecodeError, InvalidPayload):
-            return None
-        if len(cek) == CEK_SIZE:
-            return cek
-    return None
+def _length_is(data: bytes, size: int) -> int:
+    """1 when ``len(data) == size``, else 0, compared in constant time."""
+    return int(hmac.compare_digest(len(data).to_bytes(4, "big"), size.to_bytes(4, "big")))
+
+
+def _select_cek_without_branches(unwrapped: bytes, random_key: bytes) -> bytes:
+    """The CEK an envelope's ``ek`` carried, 32 raw bytes or the 44-byte text b64(CEK);
+    ``random_key`` for anything else.
+
+    Every input takes the same steps: both readings are computed (the text one from a
+    sanitized copy that always decodes), validity is folded from constant-time comparisons
+    into an index, and the result is sliced from one buffer at that index. No branch depends
+    on the unwrapped value or its length, so its timing does not tell the classes apart.
+    """
+    window = unwrapped[:_B64_CEK_SIZE].ljust(_B64_CEK_SIZE, b"\0")
+    raw_reading = window[:CEK_SIZE]
+    characters = window[: _B64_CEK_SIZE - 1]
+    # b64(32 bytes) is 43 alphabet characters, the last with its 2 low bits clear, then "=".
+    text_reading = binascii.a2b_base64(characters.translate(_TO_ALPHABET) + b"=")
+    is_raw = _length_is(unwrapped, CEK_SIZE)
+    is_text = (
+        _length_is(unwrapped, _B64_CEK_SIZE)
+        & int(hmac.compare_digest(characters.translate(_NOT_ALPHABET), _ZEROS_43))
+        & int(hmac.compare_digest(window[42:43].translate(_LOW_BITS_SET), b"\0"))
+        & int(hmac.compare_digest(window[43:44], b"="))
+    )
+    index = CEK_SIZE * (2 - 2 * is_raw - is_text)  # raw: 0, text: 32, neither: 64
+    return (raw_reading + text_reading + random_key)[index : index + CEK_SIZE]
 
 
 def unwrap_cek_or_random(key: PrivateKey, wrapped_key: bytes, *, oaep: bool) -> bytes:
@@ -133,8 +159,7 @@ def unwrap_cek_or_random(key: PrivateKey, wrapped_key: bytes, *, oaep: bool) -> 
         )
     except (ValueError, InvalidPayload):
         unwrapped = b""
-    cek = _cek_from_unverified_text(unwrapped)
-    return random_key if cek is None else cek
+    return _select_cek_without_branches(unwrapped, random_key)
 
 
 def has_implicit_rejection(key: PrivateKey) -> bool:
