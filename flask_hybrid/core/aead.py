@@ -66,7 +66,7 @@ def open_(
     try:
         decryptor.finalize()
     except InvalidTag:
-        raise InvalidPayload from None
+        raise InvalidPayload("tag_mismatch") from None
     return plaintext
 
 
@@ -99,6 +99,6 @@ def open_stream(
             raise InvalidPayload
         decryptor.finalize()
     except InvalidTag:
-        raise InvalidPayload from None
+        raise InvalidPayload("tag_mismatch") from None
     del plaintext[size:]
     return plaintext

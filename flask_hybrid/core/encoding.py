@@ -32,10 +32,10 @@ def _ascii(text: object) -> Buffer:
         try:
             return text.encode("ascii")
         except UnicodeEncodeError:
-            raise InvalidPayload from None
+            raise InvalidPayload("bad_base64") from None
     if isinstance(text, (bytes, bytearray, memoryview)):
         return text
-    raise InvalidPayload
+    raise InvalidPayload("bad_base64")
 
 
 def b64_decoded_size(text: object) -> int:
@@ -47,12 +47,12 @@ def b64_decoded_size(text: object) -> int:
     """
     data = _ascii(text)
     if len(data) % 4 or not _B64_TEXT.fullmatch(data):
-        raise InvalidPayload
+        raise InvalidPayload("bad_base64")
     if not data:
         return 0
     last_quantum = bytes(data[-4:])
     if base64.b64encode(binascii.a2b_base64(last_quantum)) != last_quantum:
-        raise InvalidPayload  # stray bits: a second spelling of the same bytes
+        raise InvalidPayload("bad_base64")  # stray bits: a second spelling of the same bytes
     return len(data) // 4 * 3 - last_quantum.count(b"=")
 
 
@@ -73,12 +73,12 @@ def b64url_decoded_size(text: object) -> int:
     data = _ascii(text)
     remainder = len(data) % 4
     if remainder == 1 or not _B64URL_TEXT.fullmatch(data):
-        raise InvalidPayload
+        raise InvalidPayload("bad_base64")
     if remainder:
         last = bytes(data[-remainder:])
         padded = last.translate(_URLSAFE_TO_STANDARD) + b"=" * (4 - remainder)
         if base64.b64encode(binascii.a2b_base64(padded)) != padded:
-            raise InvalidPayload  # stray bits: a second spelling of the same bytes
+            raise InvalidPayload("bad_base64")  # stray bits: a second spelling of the same bytes
     return len(data) // 4 * 3 + max(remainder - 1, 0)
 
 
@@ -113,12 +113,12 @@ def iter_b64decode(
 def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     members = dict(pairs)
     if len(members) != len(pairs):
-        raise InvalidPayload  # two readers could disagree on which value counts
+        raise InvalidPayload("not_json")  # two readers could disagree on which value counts
     return members
 
 
 def _no_constants(name: str) -> Any:
-    raise InvalidPayload  # NaN and Infinity are not JSON
+    raise InvalidPayload("not_json")  # NaN and Infinity are not JSON
 
 
 def loads_json(data: bytes | str) -> Any:
@@ -129,7 +129,7 @@ def loads_json(data: bytes | str) -> Any:
             text, object_pairs_hook=_no_duplicate_members, parse_constant=_no_constants
         )
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidPayload from None
+        raise InvalidPayload("not_json") from None
 
 
 def check_json_text(data: bytes | bytearray) -> None:

@@ -280,7 +280,7 @@ def decrypt_envelope(envelope: UnverifiedEnvelope, keyring: KeyRing) -> tuple[by
         except InvalidPayload:
             continue
         return cek, plaintext
-    raise InvalidPayload
+    raise InvalidPayload("tag_mismatch")  # no key opened it
 
 
 def open_envelope(envelope: UnverifiedEnvelope, keyring: KeyRing) -> tuple[bytes, bytes]:

@@ -111,7 +111,7 @@ def unwrap_oaep(key: PrivateKey, wrapped_key: bytes) -> bytes:
     try:
         cek = key.decrypt(_fit_to_modulus(key, wrapped_key), OAEP_SHA256)
     except ValueError:
-        raise InvalidPayload from None
+        raise InvalidPayload("tag_mismatch") from None  # a wrong key, as E reports it
     if len(cek) != CEK_SIZE:
         raise InvalidPayload
     return cek

@@ -51,8 +51,20 @@ _NUMBER = (
 _SCALAR = rb"(?:" + _PLAIN_STRING + rb"|" + _NUMBER + rb"|true|false|null)"
 # Values that need no stack: scalars, empty containers and short arrays of scalars.
 _SIMPLE = (
-    rb"(?:" + _SCALAR + rb"|\{" + _WS + rb"\}|\[" + _WS
-    + rb"(?:" + _SCALAR + _WS + rb"(?:," + _WS + _SCALAR + _WS + rb"){0,15})?\])"
+    rb"(?:"
+    + _SCALAR
+    + rb"|\{"
+    + _WS
+    + rb"\}|\["
+    + _WS
+    + rb"(?:"
+    + _SCALAR
+    + _WS
+    + rb"(?:,"
+    + _WS
+    + _SCALAR
+    + _WS
+    + rb"){0,15})?\])"
 )
 _SIMPLE_MEMBER = _RUN_NAME + _WS + rb":" + _WS + _SIMPLE + _WS
 
@@ -60,8 +72,15 @@ _SIMPLE_MEMBER = _RUN_NAME + _WS + rb":" + _WS + _SIMPLE + _WS
 def _flat_object(members: int) -> bytes:
     """The pattern of an object of 1 to ``members`` simple members."""
     return (
-        rb"\{" + _WS + rb"(?:" + _SIMPLE_MEMBER + rb"," + _WS + rb"){0,%d}" % (members - 1)
-        + _SIMPLE_MEMBER + rb"\}"
+        rb"\{"
+        + _WS
+        + rb"(?:"
+        + _SIMPLE_MEMBER
+        + rb","
+        + _WS
+        + rb"){0,%d}" % (members - 1)
+        + _SIMPLE_MEMBER
+        + rb"\}"
     )
 
 
@@ -121,7 +140,7 @@ def _check_utf8(data: Buffer) -> None:
                 decoder.decode(view[start : start + _UTF8_CHUNK])
             decoder.decode(b"", True)
         except UnicodeDecodeError:
-            raise InvalidPayload from None
+            raise InvalidPayload("not_json") from None
 
 
 def _unescaped_pieces(data: Buffer, start: int, stop: int) -> Iterator[bytes]:
@@ -194,7 +213,7 @@ def _has_duplicates(hashes: array[int], start: int) -> bool:
 
 def _refuse_duplicates(names: list[bytes]) -> None:
     if len(set(names)) != len(names):
-        raise InvalidPayload  # two readers could disagree on which value counts
+        raise InvalidPayload("not_json")  # two readers could disagree on which value counts
 
 
 # -- the scanner -------------------------------------------------------------------------------
@@ -217,7 +236,7 @@ class _Scanner:
         pos = self._skip_whitespace(0)
         if self.top_members:  # the top object is opened here, so its members are seen
             if pos == self.end or self.data[pos] != _OPEN_OBJECT:
-                raise InvalidPayload
+                raise InvalidPayload("not_json")
             self._open_object()
             pos = self._skip_whitespace(pos + 1)
             if pos < self.end and self.data[pos] == _CLOSE_OBJECT:
@@ -240,7 +259,7 @@ class _Scanner:
 
     def _check_depth(self) -> None:
         if len(self.stack) > MAX_DEPTH:
-            raise InvalidPayload
+            raise InvalidPayload("not_json")
 
     # -- values --------------------------------------------------------------------------------
     def _value(self, pos: int) -> tuple[int, bool]:
@@ -248,17 +267,17 @@ class _Scanner:
         have members, ``(the start of the innermost one's first value, False)``."""
         data, end = self.data, self.end
         if pos >= end:
-            raise InvalidPayload
+            raise InvalidPayload("not_json")
         first = data[pos]
         if first == _QUOTE:
             return self._string(pos), True
         if first != _OPEN_OBJECT and first != _OPEN_ARRAY:
             scalar = _SCALAR_VALUE.match(data, pos)
             if scalar is None:
-                raise InvalidPayload
+                raise InvalidPayload("not_json")
             return scalar.end(), True
         if len(self.stack) >= MAX_DEPTH:
-            raise InvalidPayload
+            raise InvalidPayload("not_json")
         if first == _OPEN_OBJECT:
             flat = _FLAT_OBJECT.match(data, pos)
             if flat is not None:
@@ -303,7 +322,7 @@ class _Scanner:
                     self._check_records(pos, run.end())
                 pos = run.end()
         if pos >= self.end or data[pos] in b",]}:":
-            raise InvalidPayload  # a missing element
+            raise InvalidPayload("not_json")  # a missing element
         return pos
 
     def _check_records(self, start: int, stop: int) -> None:
@@ -323,13 +342,13 @@ class _Scanner:
                 self.hashes.extend(map(hash, _MEMBER_NAMES.findall(data, pos, run.end())))
                 pos = run.end()
         if pos >= self.end or data[pos] != _QUOTE:
-            raise InvalidPayload
+            raise InvalidPayload("not_json")
         after = self._string(pos)
         self.hashes.append(_name_hash(data, pos, after))
         name_start = pos
         pos = self._skip_whitespace(after)
         if pos >= self.end or data[pos] != _COLON:
-            raise InvalidPayload
+            raise InvalidPayload("not_json")
         pos = self._skip_whitespace(pos + 1)
         if at_top:
             self.top_name = _short_name(data, name_start, after)
@@ -343,10 +362,10 @@ class _Scanner:
         while pos < end and data[pos] == _BACKSLASH:
             escapes = _ESCAPES.match(data, pos)
             if escapes is None:
-                raise InvalidPayload
+                raise InvalidPayload("not_json")
             pos = escapes.end()
         if pos >= end or data[pos] != _QUOTE:
-            raise InvalidPayload  # a control character, or the text ends inside the string
+            raise InvalidPayload("not_json")  # a control character, or no closing quote
         return pos + 1
 
     # -- between values ------------------------------------------------------------------------
@@ -357,10 +376,10 @@ class _Scanner:
             pos = self._skip_whitespace(pos)
             if not stack:
                 if pos != end:
-                    raise InvalidPayload  # text after the value
+                    raise InvalidPayload("not_json")  # text after the value
                 return pos
             if pos >= end:
-                raise InvalidPayload
+                raise InvalidPayload("not_json")
             if data[pos] == _COMMA:
                 if self.top_members and len(stack) == 1:
                     self._end_top_member(pos)
@@ -370,12 +389,12 @@ class _Scanner:
                 return self._array_elements(pos)
             closers = _CLOSERS.match(data, pos)
             if closers is None:
-                raise InvalidPayload
+                raise InvalidPayload("not_json")
             run = data[pos : closers.end()].translate(None, _WHITESPACE_BYTES)
             if len(run) > len(stack):
-                raise InvalidPayload
+                raise InvalidPayload("not_json")
             if stack[len(stack) - len(run) :][::-1].translate(_CLOSER_OF) != run:
-                raise InvalidPayload  # a bracket closed by a brace, or the other way round
+                raise InvalidPayload("not_json")  # "[" closed by "}" or "{" by "]"
             if self.top_members and len(run) == len(stack):
                 self._end_top_member(data.rindex(b"}", pos, closers.end()))
             self._close_objects(run.count(b"}"))
@@ -387,7 +406,7 @@ class _Scanner:
         for _ in range(count):
             start = object_starts.pop()
             if _has_duplicates(hashes, start):
-                raise InvalidPayload  # two readers could disagree on which value counts
+                raise InvalidPayload("not_json")  # two readers could disagree on which value counts
             del hashes[start:]
 
     def _end_top_member(self, delimiter: int) -> None:
