@@ -774,6 +774,10 @@ class HybridSession(requests.Session):
         if unsealed and self.verify_signatures:
             # Nothing sealed vouches for this answer (a proxy may have dropped the real one).
             marked = self._require_bound_signature(response, transport).refusal
+        elif self.format == "session" and self.reuse_key and self.verify_signatures:
+            # S's seal names no request, and this CEK sealed earlier answers too: an earlier one
+            # would open. The server signs S's sealed answers, bound to the request they answer.
+            self._require_bound_signature(response, transport)
         if refusal is not None:
             if marked == refusal.code:
                 refusal.verified = self.verify_signatures

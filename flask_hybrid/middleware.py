@@ -7,8 +7,10 @@ ordinary environ → seal / sign → response.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -16,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import http_sf
 from werkzeug.datastructures import Headers
 
 from . import signals
 from .core import formats, jwe, signatures
-from .core.encoding import b64encode, loads_json_object
+from .core.encoding import JsonObjectText, b64encode
 from .core.rsa import PrivateKey, sign, unwrap_oaep
 from .errors import (
     HybridError,
@@ -135,34 +138,147 @@ def _detect(environ: WSGIEnvironment) -> str | None:
     return None
 
 
-def _read_body(environ: WSGIEnvironment, limit: int) -> bytes:
-    """The whole body, refusing (413) before reading more than ``limit`` bytes."""
+_CONTENT_LENGTH = re.compile(r"[0-9]+")  # ASCII digits only: "²".isdigit() is True
+_READ_AT_MOST = 1024 * 1024  # bytes asked of the input stream in one call
+_DIGESTS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
+# What str.strip() took off an ASCII compact JWE before it was read as bytes.
+_JWE_WHITESPACE = b" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
+
+
+class _ContentDigest:
+    """The request's ``Content-Digest`` (RFC 9530), checked against the body as it is read.
+
+    Every ``sha-256`` and ``sha-512`` member must match; other algorithms are ignored, but a
+    field must have at least one of those two. A malformed field, a duplicate member or a
+    mismatch is ``InvalidPayload``; no field, no check.
+    """
+
+    def __init__(self, environ: WSGIEnvironment) -> None:
+        self.expected: dict[str, bytes] = {}
+        self.hashes: list[Any] = []
+        self.well_formed = True
+        value = environ.get("HTTP_CONTENT_DIGEST")
+        self.present = value is not None
+        if value is None:
+            return
+        try:
+            members = http_sf.parse(
+                value.encode("latin-1"),
+                tltype="dictionary",
+                on_duplicate_key=_refuse_duplicate_digest,
+            )
+        except (http_sf.StructuredFieldError, ValueError, TypeError, UnicodeError):
+            self.well_formed = False
+            return
+        if not isinstance(members, dict):
+            self.well_formed = False
+            return
+        for algorithm, member in members.items():
+            if algorithm in _DIGESTS:
+                digest = member[0] if isinstance(member, tuple) else None
+                if not isinstance(digest, bytes):
+                    self.well_formed = False
+                    return
+                self.expected[algorithm] = digest
+        self.well_formed = bool(self.expected)
+        self.hashes = [(_DIGESTS[name](), digest) for name, digest in self.expected.items()]
+
+    def update(self, data: memoryview) -> None:
+        for hash_object, _expected in self.hashes:
+            hash_object.update(data)
+
+    def check(self) -> None:
+        if not self.present:
+            return
+        matches = self.well_formed
+        for hash_object, expected in self.hashes:
+            matches &= hmac.compare_digest(hash_object.digest(), expected)
+        if not matches:
+            raise InvalidPayload("content_digest_mismatch")
+
+
+def _refuse_duplicate_digest(name: str, context: str) -> None:
+    raise ValueError(f"duplicate member {name!r} in Content-Digest")
+
+
+def _read_body(
+    environ: WSGIEnvironment, limit: int, content_digest: _ContentDigest
+) -> bytearray:
+    """The whole body in one buffer, refusing (413) before reading more than ``limit`` bytes.
+
+    ``content_digest`` sees every byte as it arrives, so checking it needs no second pass.
+    """
     stream = environ["wsgi.input"]
-    declared = environ.get("CONTENT_LENGTH", "").strip()
+    declared = environ.get("CONTENT_LENGTH", "").strip(" \t")
     if declared:
-        if not declared.isdigit():
-            raise InvalidPayload
-        length = int(declared)
-        if length > limit:
-            raise PayloadTooLarge
-        chunks, remaining = [], length
-        while remaining > 0:
-            chunk = stream.read(min(remaining, _READ_CHUNK))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+        if not _CONTENT_LENGTH.fullmatch(declared):
+            raise InvalidPayload("bad_content_length")
+        if len(declared.lstrip("0")) > len(str(limit)) or int(declared) > limit:
+            raise PayloadTooLarge("body_too_large")
+        return _read_into_buffer(stream, int(declared), content_digest)
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     if not (chunked or environ.get("wsgi.input_terminated")):
-        return b""  # no length and no terminated stream: WSGI says there is no body
-    chunks, total = [], 0
-    while chunk := stream.read(_READ_CHUNK):
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+        return bytearray()  # no length and no terminated stream: WSGI says there is no body
+    body = _read_into_buffer(stream, limit + 1, content_digest)
+    if len(body) > limit:
+        raise PayloadTooLarge("body_too_large")
+    return body
+
+
+def _read_into_buffer(stream: Any, at_most: int, content_digest: _ContentDigest) -> bytearray:
+    """Up to ``at_most`` bytes (fewer at the end of the stream) in one bytearray.
+
+    The buffer doubles as data arrives rather than being sized from ``Content-Length`` up
+    front, so a client that declares much and sends little costs little; ``readinto`` fills
+    it without a chunk copy when the stream has it.
+    """
+    body = bytearray(min(at_most, _READ_CHUNK))
+    filled = 0
+    readinto = getattr(stream, "readinto", None)
+    while filled < at_most:
+        if filled == len(body):
+            grown = bytearray(min(at_most, 2 * len(body)))
+            grown[:filled] = body
+            body = grown
+        with memoryview(body) as view:
+            space = view[filled : min(len(body), filled + _READ_AT_MOST)]
+            if readinto is not None:
+                count = readinto(space) or 0
+            else:
+                data = stream.read(min(len(space), _READ_CHUNK))
+                count = len(data)
+                space[:count] = data
+            content_digest.update(space[:count])
+            space.release()
+        if not count:
+            break
+        filled += count
+    del body[filled:]
+    return body
+
+
+def _strip_range(body: bytearray) -> tuple[int, int]:
+    start, end = 0, len(body)
+    while start < end and body[start] in _JWE_WHITESPACE:
+        start += 1
+    while end > start and body[end - 1] in _JWE_WHITESPACE:
+        end -= 1
+    return start, end
+
+
+@dataclass
+class _Decrypted:
+    """A request decrypted and authenticated, whose plaintext is still to be checked.
+
+    The checks run once the wire body is let go, so that it and the JSON check never hold
+    memory at the same time.
+    """
+
+    encrypted: EncryptedRequest
+    plaintext: bytearray = field(repr=False)
+    content_type: str | None
+    jwe_header: dict[str, Any] | None = None  # J: its cty says whether JSON is required
+    binding: formats.RequestBinding | None = None  # J: checked after the JSON
 
 
 class HybridMiddleware:
@@ -222,18 +338,23 @@ class HybridMiddleware:
 
     # -- request ---------------------------------------------------------------------------
     def _open(self, environ: WSGIEnvironment, kind: str) -> EncryptedRequest | None:
-        body = _read_body(environ, self.state.settings.max_body)
-        if kind == "J":
-            encrypted, plaintext, content_type = self._open_jwe(environ, body)
-        elif body:
-            encrypted, plaintext = self._open_json_envelope(environ, loads_json_object(body))
-            content_type = formats.REQUEST_JSON_CONTENT_TYPE
-        elif "HTTP_X_ENCRYPTED_AES_KEY" in environ:
-            encrypted, plaintext, content_type = self._open_session_header(environ), b"", None
-        else:
+        content_digest = _ContentDigest(environ)
+        body = _read_body(environ, self.state.settings.max_body, content_digest)
+        if kind != "J" and not body and "HTTP_X_ENCRYPTED_AES_KEY" not in environ:
             return None
-        environ["wsgi.input"] = io.BytesIO(plaintext)
-        environ["CONTENT_LENGTH"] = str(len(plaintext))
+        content_digest.check()
+        if kind == "J":
+            decrypted = self._open_jwe(environ, body)
+        elif body:
+            decrypted = self._open_json_envelope(environ, body)
+        else:
+            decrypted = _Decrypted(self._open_session_header(environ), bytearray(), None)
+        del body  # from here on only the plaintext is held
+        self._check_plaintext(environ, decrypted)
+        encrypted, content_type = decrypted.encrypted, decrypted.content_type
+        environ["wsgi.input"] = io.BytesIO(decrypted.plaintext)
+        environ["CONTENT_LENGTH"] = str(len(decrypted.plaintext))
+        del decrypted
         if content_type is None:
             environ.pop("CONTENT_TYPE", None)
         else:
@@ -252,24 +373,25 @@ class HybridMiddleware:
             bearer_token(environ), environ.get("HTTP_X_DEVICE_ID"), environ.get("REMOTE_ADDR")
         )
 
-    def _open_json_envelope(
-        self, environ: WSGIEnvironment, body: dict[str, Any]
-    ) -> tuple[EncryptedRequest, bytes]:
-        if "encryptedAesKey" in body:
+    def _open_json_envelope(self, environ: WSGIEnvironment, body: bytearray) -> _Decrypted:
+        members = JsonObjectText(body)  # checked in place: the ciphertext is read as a view
+        json_type = formats.REQUEST_JSON_CONTENT_TYPE
+        if "encryptedAesKey" in members:
             self._require_format("S")
-            envelope = formats.parse_session_envelope(body)
+            envelope = formats.parse_session_envelope(members)
             session = self._live_session(environ)
             cek = self._unwrap_cache.unwrap(
                 session.session_id, session.private_key, envelope.wrapped_key
             )
-            plaintext = formats.open_session_envelope(envelope, cek)
-            return EncryptedRequest("S", cek, True, session_id=session.session_id), plaintext
-        if "ek" in body:
+            plaintext = formats.decrypt_session_envelope(envelope, cek)
+            encrypted = EncryptedRequest("S", cek, True, session_id=session.session_id)
+            return _Decrypted(encrypted, plaintext, json_type)
+        if "ek" in members:
             self._require_format("E")
-            envelope_e = formats.parse_envelope(body)
-            cek, plaintext = formats.open_envelope(envelope_e, self.state.keyring)
+            envelope_e = formats.parse_envelope(members)
+            cek, plaintext = formats.decrypt_envelope(envelope_e, self.state.keyring)
             seal = environ.get("HTTP_X_ENCRYPT_RESPONSE", "").strip().lower() == "true"
-            return EncryptedRequest("E", cek, seal), plaintext
+            return _Decrypted(EncryptedRequest("E", cek, seal), plaintext, json_type)
         raise InvalidPayload
 
     def _open_session_header(self, environ: WSGIEnvironment) -> EncryptedRequest:
@@ -279,35 +401,43 @@ class HybridMiddleware:
         cek = self._unwrap_cache.unwrap(session.session_id, session.private_key, wrapped_key)
         return EncryptedRequest("S", cek, True, session_id=session.session_id)
 
-    def _open_jwe(
-        self, environ: WSGIEnvironment, body: bytes
-    ) -> tuple[EncryptedRequest, bytes, str | None]:
+    def _open_jwe(self, environ: WSGIEnvironment, body: bytearray) -> _Decrypted:
         self._require_format("J")
         content_type = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
         in_header = content_type != "application/jose"
         if in_header and body:
             raise InvalidPayload  # the header form is for bodiless requests only
-        try:
-            text = environ["HTTP_X_HYBRID_JWE"] if in_header else body.decode("ascii")
-        except UnicodeDecodeError:
-            raise InvalidPayload from None
-        token = jwe.parse_compact(text.strip())
+        if in_header:
+            token = jwe.parse_compact(environ["HTTP_X_HYBRID_JWE"].strip())
+        else:
+            start, end = _strip_range(body)
+            token = jwe.parse_compact(memoryview(body)[start:end])  # no copy of the body
         binding = formats.read_request_binding(token.header)
         scope, private_key, session_id = self._resolve_kid(environ, binding.kid)
         cek = self._unwrap_cache.unwrap(scope, private_key, token.encrypted_key)
-        plaintext = formats.open_request(token, cek, allow_empty=in_header)
-        window = self.state.settings.replay_window
+        plaintext = formats.decrypt_request(token, cek, allow_empty=in_header)
+        encrypted = EncryptedRequest("J", cek, True, session_id, binding.jti)
+        plaintext_type = None if in_header else binding.content_type
+        return _Decrypted(encrypted, plaintext, plaintext_type, token.header, binding)
+
+    def _check_plaintext(self, environ: WSGIEnvironment, decrypted: _Decrypted) -> None:
+        """JSON where JSON is declared; then, for J, the binding and the replay record."""
+        if decrypted.binding is None:
+            if decrypted.content_type is not None:
+                formats.require_json(decrypted.plaintext)
+            return
+        assert decrypted.jwe_header is not None
+        formats.check_request_plaintext(decrypted.jwe_header, decrypted.plaintext)
+        binding = decrypted.binding
         formats.check_request_binding(
             binding,
             method=environ.get("REQUEST_METHOD", "GET").upper(),
             target=request_target(environ),
             now=self.state.clock(),
-            window=window,
+            window=self.state.settings.replay_window,
         )
         if not self.state.sessions.record_request_id(binding.jti, self.state.settings.replay_ttl):
             raise ReplayedRequest
-        encrypted = EncryptedRequest("J", cek, True, session_id, binding.jti)
-        return encrypted, plaintext, (None if in_header else binding.content_type)
 
     def _resolve_kid(
         self, environ: WSGIEnvironment, kid: str
@@ -393,11 +523,17 @@ class HybridMiddleware:
             body = b"".join([*written, *app_iter])
         finally:
             _close(app_iter)
+        body_signature = sign_it
         if encrypted is not None and encrypted.seal_response and status_code not in _NO_BODY:
             body = self._seal(encrypted, status_code, headers, body)
             if policy == "unsealed" and not handshake:
-                sign_it = False  # a sealed answer is authenticated by the AEAD
-        self._finish_headers(environ, status_code, headers, body, sign=sign_it)
+                # The AEAD authenticates a sealed answer, and J's seal names its request (req),
+                # E's key is fresh each time. S's seal names nothing, and a client may reuse its
+                # CEK: only the request-bound signature tells it which request this answers.
+                sign_it, body_signature = encrypted.format == "S", False
+        self._finish_headers(
+            environ, status_code, headers, body, sign=sign_it, body_signature=body_signature
+        )
         start_response(status, headers.to_wsgi_list())
         return [body]
 
@@ -413,13 +549,14 @@ class HybridMiddleware:
         body: bytes,
         *,
         sign: bool,
+        body_signature: bool = True,
     ) -> None:
         """Length, signatures over the final bytes, and CORS exposure of our own headers."""
         headers.remove(signatures.REFUSAL_HEADER)  # only ever ours, and only signed
         if status_code not in _NO_BODY:
             headers["Content-Length"] = str(len(body))
         if sign:
-            self._sign(environ, status_code, headers, body)
+            self._sign(environ, status_code, headers, body, body_signature=body_signature)
         _expose_headers(headers)
 
     def _seal(
@@ -451,12 +588,20 @@ class HybridMiddleware:
         return formats.seal_envelope_response(encrypted.cek, body)
 
     def _sign(
-        self, environ: WSGIEnvironment, status_code: int, headers: Headers, body: bytes
+        self,
+        environ: WSGIEnvironment,
+        status_code: int,
+        headers: Headers,
+        body: bytes,
+        *,
+        body_signature: bool,
     ) -> None:
-        """``X-Response-Signature`` (the published design's) and the request-bound signature."""
+        """The request-bound signature, and ``X-Response-Signature`` (the published design's,
+        over the body alone) where PROTOCOL.md has it: ``body_signature``."""
         signing_key = self.state.keyring.signing
-        headers["X-Response-Signature"] = b64encode(sign(signing_key.private_key, body))
-        headers["X-Response-Signature-Kid"] = signing_key.kid
+        if body_signature:
+            headers["X-Response-Signature"] = b64encode(sign(signing_key.private_key, body))
+            headers["X-Response-Signature-Kid"] = signing_key.kid
         answered = environ.get(ANSWERED_KEY) or answered_request(environ)
         refusal: HybridError | None = environ.get(REFUSAL_KEY)
         for name, value in signatures.sign_response(

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 __all__ = ["MODES", "AttackProxy"]
 
-MODES = ("pass", "unsigned_refusal", "replayed_refusal", "no_content")
+MODES = ("pass", "unsigned_refusal", "replayed_refusal", "no_content", "replayed_answer")
 
 #: The refusals an unsigned forgery imitates, byte for byte as the server sends them
 #: (docs/PROTOCOL.md, Errors): both make a careless client retry.
@@ -115,6 +115,9 @@ class AttackProxy:
     - ``"no_content"``: the request is forwarded; the client gets status 204 without a body,
       with the real answer's headers but ``Content-Length`` / ``Content-Type`` (so any
       signature headers are those of the real answer).
+    - ``"replayed_answer"``: the request is forwarded and its answer dropped; the client gets
+      the last genuine 2xx answer relayed in ``"pass"`` mode under ``attack_prefix``, as it was
+      (the answer to an earlier request, e.g. sealed under a CEK the client reuses).
 
     ``attacked`` counts the answers replaced. Use it as a context manager (or ``start()`` /
     ``close()``).
@@ -132,6 +135,7 @@ class AttackProxy:
         self.refusal_code = "unknown_key"
         self.attacked = 0
         self._captured: tuple[int, Headers, bytes] | None = None
+        self._last_answer: tuple[int, Headers, bytes] | None = None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
@@ -206,6 +210,9 @@ class AttackProxy:
         if method == "OPTIONS" or not path.startswith(self.attack_prefix) or mode == "pass":
             if mode == "pass" and _is_refusal(status, answer):
                 self.capture_refusal(status, answer_headers, answer)
+            elif mode == "pass" and 200 <= status < 300 and path.startswith(self.attack_prefix):
+                with self._lock:
+                    self._last_answer = (status, list(answer_headers), answer)
             return status, answer_headers, answer
         if mode == "unsigned_refusal":
             if self.refusal_code not in _FORGED_REFUSALS:
@@ -229,6 +236,12 @@ class AttackProxy:
             result = captured
         elif mode == "no_content":
             result = (204, _without(answer_headers, ("content-length", "content-type")), b"")
+        elif mode == "replayed_answer":
+            with self._lock:
+                last = self._last_answer
+            if last is None:
+                raise RuntimeError("replayed_answer: no answer relayed yet")
+            result = last
         else:
             raise RuntimeError(f"unknown mode {mode!r}; one of {MODES}")
         with self._lock:

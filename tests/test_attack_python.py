@@ -26,6 +26,7 @@ import app as demo
 from flask_hybrid.client import (
     HybridSession,
     InvalidSessionError,
+    ResponseError,
     SignatureError,
     UnknownKeyError,
     content_digest,
@@ -375,3 +376,18 @@ def test_proxy_forgeries(shop: Shop) -> None:
     assert (replayed.status_code, replayed.content, replayed.headers["X-Kept"]) == (409, b"{}", "1")
     assert shop.proxy.attacked == 3
     assert shop.count("order") == 3  # each forgery came after the app had run the request
+
+
+@pytest.mark.parametrize("options", [p for p in FORMATS if p.id != "E-plaintext-answers"])
+def test_an_earlier_sealed_answer_replayed_for_a_later_order_is_refused(
+    shop: Shop, client_factory: Callable, options: dict[str, Any]
+) -> None:
+    """With a reused CEK an earlier sealed answer opens too: only S's request-bound signature
+    (S's seal names no request) and J's ``req`` tell the client it answers another order."""
+    session, _ = client_factory(shop.proxy.url, **options)
+    first = session.post("/api/order", json={"order": "first"})
+    assert first.json() == {"ordered": {"order": "first"}}
+    shop.proxy.mode = "replayed_answer"
+    with pytest.raises((SignatureError, ResponseError)):
+        session.post("/api/order", json={"order": "second"})
+    assert shop.count("order") == 2 and shop.proxy.attacked == 1

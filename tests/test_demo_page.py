@@ -152,12 +152,13 @@ class Scenario:
 
     @property
     def sealed(self) -> bool:
-        return self.signature == "not-needed"
+        return self.seal is not False
 
 
 SCENARIOS = [
     Scenario("jwe", "jwe"),
-    Scenario("session", "session"),
+    # S's seal names no request, so the server also signs S's sealed answers (PROTOCOL.md).
+    Scenario("session", "session", signature="valid"),
     # Format E: the page's default seals the answer (X-Encrypt-Response: true) ...
     Scenario("envelope-jsencrypt", "envelope", wrap="jsencrypt"),
     Scenario("envelope-oaep", "envelope", wrap="oaep"),
@@ -197,7 +198,7 @@ def test_round_trip_then_tamper(demo: Demo, scenario: Scenario) -> None:
     assert json.loads(demo.text("#app-received")) == order
     assert "echoed back exactly this body" in demo.text("#echo-check")
     assert demo.value("#signature") == scenario.signature
-    expected_text = NOT_NEEDED if scenario.sealed else "valid"
+    expected_text = NOT_NEEDED if scenario.signature == "not-needed" else "valid"
     assert demo.text("#signature") == expected_text
     assert demo.value("#sealed") == ("sealed" if scenario.sealed else "clear")
 

@@ -1626,7 +1626,9 @@ export class HybridClient {
     const opened = await open(wire).catch(fail);
     if (opened) {
       // A sealed answer is authenticated by the AEAD; a signature is checked when sent anyway.
-      exchange.signature = await checkSignature(false, "not-needed");
+      // S's seal names no request, and a reused CEK opens earlier answers too: then only the
+      // request-bound signature (the server signs S's sealed answers) says this one is ours.
+      exchange.signature = await checkSignature(this.format === "session" && this.reuseKey, "not-needed");
       exchange.sealed = true;
       exchange.plaintext = lenientDecoder.decode(opened.plaintext);
       this._record(exchange);

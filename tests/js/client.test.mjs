@@ -94,6 +94,9 @@ function mockServer() {
     proxy: null,
     orders: 0, // how many times POST /api/order ran
     replayLastJweResponse: false,
+    replayLastSessionAnswer: false, // answer with the previous sealed S answer (same reused CEK)
+    lastSessionAnswer: null,
+    unsignedSessionSeal: false,
     lastJweResponse: null,
     wrongJweStatus: false,
     unsealedSessionAnswer: false,
@@ -224,9 +227,9 @@ function mockServer() {
   }
 
   /** The app's answer to a sealed request: sealed by `seal`, or bodiless and signed. */
-  function sealedAnswer(req, out, seal, headers) {
+  function sealedAnswer(req, out, seal, headers, { signed = false } = {}) {
     if (NULL_BODY_STATUSES.includes(out.status)) return reply(req, out.status, null, {}, { signed: true });
-    return reply(req, out.status, seal(out.body), headers);
+    return reply(req, out.status, seal(out.body), headers, { signed });
   }
 
   function handleS(req) {
@@ -249,11 +252,17 @@ function mockServer() {
       const s = aesSeal(cek, text);
       return JSON.stringify({ encryptedData: b64encode(s.ct), iv: b64encode(s.iv), authTag: b64encode(s.tag) });
     };
-    return sealedAnswer(req, out, seal, {
-      "Content-Type": "application/json",
-      "X-Encryption-Enabled": "true",
-      "X-Plaintext-Content-Type": out.type,
-    });
+    // S's seal names no request, so the server signs S's sealed answers (PROTOCOL.md).
+    if (state.replayLastSessionAnswer && state.lastSessionAnswer) return state.lastSessionAnswer.clone();
+    const answer = sealedAnswer(
+      req,
+      out,
+      seal,
+      { "Content-Type": "application/json", "X-Encryption-Enabled": "true", "X-Plaintext-Content-Type": out.type },
+      { signed: !state.unsignedSessionSeal },
+    );
+    state.lastSessionAnswer = answer.clone();
+    return answer;
   }
 
   function handleE(req) {
@@ -519,6 +528,20 @@ describe("format J (jwe)", () => {
 });
 
 describe("format S (session)", () => {
+  test("reuseKey: an earlier sealed answer replayed for a later request is refused (S's seal names no request)", async () => {
+    const server = mockServer();
+    const client = await connect(server, { format: "session", reuseKey: true });
+    await echo(client, { first: true });
+    assert.equal(client.lastExchange.signature, "valid", "the server signs S's sealed answers");
+    server.state.replayLastSessionAnswer = true;
+    await assert.rejects(echo(client, { second: true }), isHybridError("invalid_signature"));
+    server.state.replayLastSessionAnswer = false;
+    server.state.unsignedSessionSeal = true;
+    await assert.rejects(echo(client, { third: true }), isHybridError("invalid_signature"));
+    const fresh = await connect(server, { format: "session" });
+    await echo(fresh, { fresh: true }); // a fresh CEK per request: the seal itself binds the answer
+  });
+
   test("handshake, round trip, bodiless GET with X-Encrypted-Aes-Key, close", async () => {
     const server = mockServer();
     const exchanges = [];
@@ -540,7 +563,7 @@ describe("format S (session)", () => {
     assert.match(sent.headers.get("authorization"), /^Bearer /);
     assert.deepEqual(Object.keys(JSON.parse(sent.body)).sort(), ["authTag", "encryptedAesKey", "encryptedData", "iv"]);
     assert.equal(client.lastExchange.sealed, true);
-    assert.equal(client.lastExchange.signature, "not-needed");
+    assert.equal(client.lastExchange.signature, "valid"); // the server signs S's sealed answers
 
     const get = await client.fetch("/api/echo");
     assert.equal(get.status, 405);
