@@ -174,7 +174,8 @@ def test_explicit_wiring(vector_keys: dict) -> None:
 CORE_IMPORT_SCRIPT = """
 import sys
 import flask_hybrid.core.formats, flask_hybrid.core.jwe, flask_hybrid.core.keyring
-import flask_hybrid.core.rsa, flask_hybrid.core.aead, flask_hybrid.stores, flask_hybrid.client
+import flask_hybrid.core.rsa, flask_hybrid.core.aead, flask_hybrid.core.signatures
+import flask_hybrid.errors, flask_hybrid.signals, flask_hybrid.stores, flask_hybrid.client
 loaded = {name.split(".")[0] for name in sys.modules}
 print(sorted(loaded & {"flask", "werkzeug", "redis", "jwt", "flask_limiter"}))
 """
