@@ -301,6 +301,10 @@ class _Scanner:
 
     def _open_containers(self, start: int, stop: int) -> None:
         """Push each container of an opener run, hashing each object's first name."""
+        if self.data.find(b"{", start, stop) < 0:  # arrays only: push them all at once
+            self.stack += self.data[start:stop].translate(None, _WHITESPACE_BYTES)
+            self._check_depth()
+            return
         for bracket, name in _OPENERS.findall(self.data, start, stop):
             if bracket:
                 self.stack += b"["
