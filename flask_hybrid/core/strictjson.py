@@ -41,7 +41,9 @@ _SHORT_NAME = 256  # top-level member names are reported up to this many bytes
 # -- patterns ----------------------------------------------------------------------------------
 _WS = rb"[ \t\n\r]*"
 _PLAIN_STRING = rb'"[^"\\\x00-\x1f]*"'  # no escapes: its bytes are its UTF-8
-_RUN_NAME = rb'"([^"\\\x00-\x1f]{0,1024})"'  # a plain, short member name, captured
+# A plain, short member name, captured. Never longer than _NAME_PIECE, so that its hash() is
+# what _name_hash gives for the same name however it is spelled elsewhere.
+_RUN_NAME = rb'"([^"\\\x00-\x1f]{0,1024})"'
 _INT_DIGITS = getattr(sys, "get_int_max_str_digits", lambda: 0)()
 # A float's integer part may be any length; an integer's is bounded like int()'s conversion.
 _NUMBER = (
