@@ -131,7 +131,14 @@ def _select_cek_without_branches(unwrapped: bytes, random_key: bytes) -> bytes:
     into an index, and the result is sliced from one buffer at that index. No branch depends
     on the unwrapped value or its length, so its timing does not tell the classes apart.
     """
-    window = unwrapped[:_B64_CEK_SIZE].ljust(_B64_CEK_SIZE, b"\0")
+    # One fresh 44-byte window for every length. Everything below works on bytearrays: bytes
+    # slicing and bytes.translate hand back the object itself when nothing changes, which
+    # would make valid text take another path through the allocator.
+    window = bytearray(_B64_CEK_SIZE)
+    with memoryview(unwrapped) as view:
+        head = view[:_B64_CEK_SIZE]
+        window[: len(head)] = head
+        head.release()
     raw_reading = window[:CEK_SIZE]
     characters = window[: _B64_CEK_SIZE - 1]
     # b64(32 bytes) is 43 alphabet characters, the last with its 2 low bits clear, then "=".
@@ -144,7 +151,7 @@ def _select_cek_without_branches(unwrapped: bytes, random_key: bytes) -> bytes:
         & int(hmac.compare_digest(window[43:44], b"="))
     )
     index = CEK_SIZE * (2 - 2 * is_raw - is_text)  # raw: 0, text: 32, neither: 64
-    return (raw_reading + text_reading + random_key)[index : index + CEK_SIZE]
+    return bytes((raw_reading + text_reading + random_key)[index : index + CEK_SIZE])
 
 
 def unwrap_cek_or_random(key: PrivateKey, wrapped_key: bytes, *, oaep: bool) -> bytes:
