@@ -437,7 +437,7 @@ class HybridMiddleware:
             window=self.state.settings.replay_window,
         )
         if not self.state.sessions.record_request_id(binding.jti, self.state.settings.replay_ttl):
-            raise ReplayedRequest
+            raise ReplayedRequest("jti_seen")
 
     def _resolve_kid(
         self, environ: WSGIEnvironment, kid: str

@@ -262,7 +262,7 @@ def decrypt_envelope(envelope: UnverifiedEnvelope, keyring: KeyRing) -> tuple[by
     if envelope.kid is not None:
         identity_key = keyring.get(envelope.kid)
         if identity_key is None:
-            raise UnknownKey
+            raise UnknownKey("kid_unknown")
         candidates = [identity_key]
     else:
         candidates = list(keyring)
@@ -388,8 +388,12 @@ def check_request_binding(
     binding: RequestBinding, *, method: str, target: str, now: float, window: int
 ) -> None:
     """Refuse (409) a J request made for another method, target or time."""
-    if binding.htm != method or binding.htu != target or abs(now - binding.iat) > window:
-        raise ReplayedRequest
+    if binding.htm != method:
+        raise ReplayedRequest("htm_mismatch")
+    if binding.htu != target:
+        raise ReplayedRequest("htu_mismatch")
+    if abs(now - binding.iat) > window:
+        raise ReplayedRequest("iat_out_of_window")
 
 
 def decrypt_request(token: jwe.UnverifiedJWE, cek: bytes, *, allow_empty: bool) -> bytearray:
