@@ -213,9 +213,10 @@ def _read_body(
     if declared:
         if not _CONTENT_LENGTH.fullmatch(declared):
             raise InvalidPayload("bad_content_length")
-        if len(declared.lstrip("0")) > len(str(limit)) or int(declared) > limit:
+        significant = declared.lstrip("0") or "0"  # int() refuses over 4300 digits, zeros too
+        if len(significant) > len(str(limit)) or int(significant) > limit:
             raise PayloadTooLarge("body_too_large")
-        return _read_into_buffer(stream, int(declared), content_digest)
+        return _read_into_buffer(stream, int(significant), content_digest)
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     if not (chunked or environ.get("wsgi.input_terminated")):
         return bytearray()  # no length and no terminated stream: WSGI says there is no body
