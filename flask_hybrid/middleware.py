@@ -451,10 +451,10 @@ class HybridMiddleware:
         if bearer_token(environ) is not None:
             session = self._live_session(environ)
             if session.session_id != kid:
-                raise InvalidSession
+                raise InvalidSession("session_kid_mismatch")
             return kid, session.private_key, kid
         if looks_like_session_id(kid) and self.state.sessions.exists(kid):
-            raise InvalidSession  # a session kid without its token
+            raise InvalidSession("token_missing")  # a session kid without its token
         raise UnknownKey
 
     # -- refusals --------------------------------------------------------------------------

@@ -227,7 +227,7 @@ class SessionManager:
     def read_token(self, token: str | None) -> dict[str, object]:
         """The claims of a valid, unexpired token; :class:`InvalidSession` otherwise."""
         if not token or len(token) > 4096:
-            raise InvalidSession
+            raise InvalidSession("token_missing" if not token else "token_invalid")
         try:
             claims = jwt.decode(
                 token,
@@ -235,11 +235,13 @@ class SessionManager:
                 algorithms=[_JWT_ALGORITHM],
                 options={"require": list(_TOKEN_CLAIMS)},
             )
+        except jwt.ExpiredSignatureError:
+            raise InvalidSession("token_expired") from None
         except jwt.PyJWTError:
-            raise InvalidSession from None
+            raise InvalidSession("token_invalid") from None
         session_id = claims.get("sessionId")
         if not isinstance(session_id, str) or not looks_like_session_id(session_id):
-            raise InvalidSession
+            raise InvalidSession("token_invalid")
         return claims
 
     def verify(
@@ -307,11 +309,11 @@ class SessionManager:
         raw = self.store.get(self._store_key(session_id))
         if raw is None:
             self._key_cache.discard(session_id)
-            raise InvalidSession
+            raise InvalidSession("session_gone")
         try:
             record = loads_json_object(raw)
         except InvalidPayload:
-            raise InvalidSession from None
+            raise InvalidSession("session_unreadable") from None
         return record
 
     def _private_key(self, session_id: str, record: dict[str, str]) -> rsa.PrivateKey:
@@ -336,5 +338,5 @@ class SessionManager:
                 raw[-aead.TAG_SIZE :],
                 aad=session_id.encode(),
             )
-        except InvalidPayload:
-            raise InvalidSession from None  # sealed under another secret: the session is lost
+        except InvalidPayload:  # sealed under another secret: the session is lost
+            raise InvalidSession("session_unreadable") from None
