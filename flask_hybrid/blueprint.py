@@ -18,7 +18,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from flask.sansio.blueprints import BlueprintSetupState
 
 from . import signals
-from .core import formats
+from .core import formats, signatures
 from .core.encoding import dumps_compact, loads_json_object
 from .errors import (
     EncryptionRequired,
@@ -97,6 +97,13 @@ def refuse(error: HybridError) -> NoReturn:
         reason=error.reason,
     )
     raise as_http_exception(error)
+
+
+def _check_content_digest(body: bytes) -> None:
+    """The request's ``Content-Digest``, if it has one, must be that of ``body`` (400)."""
+    digest = signatures.RequestDigest(request.headers.get("Content-Digest"))
+    digest.update(body)
+    digest.check()
 
 
 def _refusing(view: F) -> F:
@@ -179,6 +186,7 @@ def create_blueprint(
         raw_body = request.stream.read(_MAX_HANDSHAKE_BODY + 1)  # capped, chunked or not
         if len(raw_body) > _MAX_HANDSHAKE_BODY:
             raise PayloadTooLarge
+        _check_content_digest(raw_body)
         encrypted: EncryptedRequest | None = request.environ.get(ENVIRON_KEY)
         body = loads_json_object(raw_body)
         ip_address = request.remote_addr or ""
@@ -210,6 +218,7 @@ def create_blueprint(
     @blueprint.delete("/session")
     @_refusing
     def end_session() -> Response:
+        _check_content_digest(request.get_data())
         # Checked as every S request is: token, live record, device id and (bound) address.
         state.sessions.end(
             bearer_token(request.environ),

@@ -7,7 +7,6 @@ ordinary environ → seal / sign → response.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import io
 import logging
 import re
@@ -18,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import http_sf
 from werkzeug.datastructures import Headers
 
 from . import signals
@@ -140,69 +138,12 @@ def _detect(environ: WSGIEnvironment) -> str | None:
 
 _CONTENT_LENGTH = re.compile(r"[0-9]+")  # ASCII digits only: "²".isdigit() is True
 _READ_AT_MOST = 1024 * 1024  # bytes asked of the input stream in one call
-_DIGESTS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 # What str.strip() took off an ASCII compact JWE before it was read as bytes.
 _JWE_WHITESPACE = b" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
 
 
-class _ContentDigest:
-    """The request's ``Content-Digest`` (RFC 9530), checked against the body as it is read.
-
-    Every ``sha-256`` and ``sha-512`` member must match; other algorithms are ignored, but a
-    field must have at least one of those two. A malformed field, a duplicate member or a
-    mismatch is ``InvalidPayload``; no field, no check.
-    """
-
-    def __init__(self, environ: WSGIEnvironment) -> None:
-        self.expected: dict[str, bytes] = {}
-        self.hashes: list[Any] = []
-        self.well_formed = True
-        value = environ.get("HTTP_CONTENT_DIGEST")
-        self.present = value is not None
-        if value is None:
-            return
-        try:
-            members = http_sf.parse(
-                value.encode("latin-1"),
-                tltype="dictionary",
-                on_duplicate_key=_refuse_duplicate_digest,
-            )
-        except (http_sf.StructuredFieldError, ValueError, TypeError, UnicodeError):
-            self.well_formed = False
-            return
-        if not isinstance(members, dict):
-            self.well_formed = False
-            return
-        for algorithm, member in members.items():
-            if algorithm in _DIGESTS:
-                digest = member[0] if isinstance(member, tuple) else None
-                if not isinstance(digest, bytes):
-                    self.well_formed = False
-                    return
-                self.expected[algorithm] = digest
-        self.well_formed = bool(self.expected)
-        self.hashes = [(_DIGESTS[name](), digest) for name, digest in self.expected.items()]
-
-    def update(self, data: memoryview) -> None:
-        for hash_object, _expected in self.hashes:
-            hash_object.update(data)
-
-    def check(self) -> None:
-        if not self.present:
-            return
-        matches = self.well_formed
-        for hash_object, expected in self.hashes:
-            matches &= hmac.compare_digest(hash_object.digest(), expected)
-        if not matches:
-            raise InvalidPayload("content_digest_mismatch")
-
-
-def _refuse_duplicate_digest(name: str, context: str) -> None:
-    raise ValueError(f"duplicate member {name!r} in Content-Digest")
-
-
 def _read_body(
-    environ: WSGIEnvironment, limit: int, content_digest: _ContentDigest
+    environ: WSGIEnvironment, limit: int, content_digest: signatures.RequestDigest
 ) -> bytearray:
     """The whole body in one buffer, refusing (413) before reading more than ``limit`` bytes.
 
@@ -226,7 +167,9 @@ def _read_body(
     return body
 
 
-def _read_into_buffer(stream: Any, at_most: int, content_digest: _ContentDigest) -> bytearray:
+def _read_into_buffer(
+    stream: Any, at_most: int, content_digest: signatures.RequestDigest
+) -> bytearray:
     """Up to ``at_most`` bytes (fewer at the end of the stream) in one bytearray.
 
     The buffer doubles as data arrives rather than being sized from ``Content-Length`` up
@@ -339,7 +282,7 @@ class HybridMiddleware:
 
     # -- request ---------------------------------------------------------------------------
     def _open(self, environ: WSGIEnvironment, kind: str) -> EncryptedRequest | None:
-        content_digest = _ContentDigest(environ)
+        content_digest = signatures.RequestDigest(environ.get("HTTP_CONTENT_DIGEST"))
         body = _read_body(environ, self.state.settings.max_body, content_digest)
         if kind != "J" and not body and "HTTP_X_ENCRYPTED_AES_KEY" not in environ:
             return None

@@ -269,3 +269,27 @@ def test_an_app_answer_that_looks_like_a_refusal_is_not_marked_as_one(
     assert response.status_code == 401 and response.data == error_body(errors.UnknownKey)
     assert signatures.REFUSAL_HEADER not in response.headers
     assert verify_bound(flask_app, response, "POST", sent).refusal is None
+
+
+def test_handshake_and_delete_check_their_content_digest(make_app: Callable[..., Flask]) -> None:
+    import json
+
+    flask_app = make_app()
+    client = flask_app.test_client()
+    body = json.dumps({"aesKey": b64encode(aead.new_cek()), "deviceId": "d"}).encode()
+    headers = {"Content-Type": "application/json"}
+    wrong = client.post(
+        "/hybrid/session",
+        data=body,
+        headers={**headers, "Content-Digest": signatures.content_digest(b"x")},
+    )
+    assert wrong.status_code == 400 and wrong.data == error_body(errors.InvalidPayload)
+    right = client.post(
+        "/hybrid/session",
+        data=body,
+        headers={**headers, "Content-Digest": signatures.content_digest(body)},
+    )
+    assert right.status_code == 201
+    session = new_session(flask_app)
+    delete_headers = {**session_headers(session), "Content-Digest": signatures.content_digest(b"x")}
+    assert client.delete("/hybrid/session", headers=delete_headers).status_code == 400

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import hmac
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import http_sf
 from http_message_signatures import (
     HTTPMessageSignaturesException,
     HTTPMessageSigner,
@@ -25,6 +27,7 @@ from http_message_signatures import (
     algorithms,
 )
 
+from ..errors import InvalidPayload
 from .encoding import b64encode
 from .rsa import PrivateKey, PublicKey, sign
 
@@ -41,11 +44,67 @@ RESPONSE_HEADERS = ("Content-Digest", "Signature-Input", "Signature", REFUSAL_HE
 _REQUIRED = ('"@status"', '"content-digest"', '"@method";req', '"content-digest";req')
 # No URL component is ever covered, but the library's resolver wants a URL for a request.
 _PLACEHOLDER_URL = "http://flask-hybrid.invalid/"
+_DIGESTS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 
 
 def content_digest(body: bytes) -> str:
     """The RFC 9530 ``Content-Digest`` field value of ``body``: ``sha-256=:<b64>:``."""
     return f"sha-256=:{b64encode(hashlib.sha256(body).digest())}:"
+
+
+class RequestDigest:
+    """A request's ``Content-Digest`` (RFC 9530), checked against its body as it is read.
+
+    Every ``sha-256`` and ``sha-512`` member must match; other algorithms are ignored, but a
+    field must have at least one of those two. A malformed field, a duplicate member or a
+    mismatch is :class:`InvalidPayload` (``content_digest_mismatch``); no field, no check.
+
+    ::
+
+        digest = RequestDigest(headers.get("Content-Digest"))
+        for chunk in body_chunks:
+            digest.update(chunk)
+        digest.check()
+    """
+
+    def __init__(self, value: str | None) -> None:
+        self.present = value is not None
+        self._hashes: list[tuple[Any, bytes]] = []
+        self._well_formed = value is not None and self._parse(value)
+
+    def _parse(self, value: str) -> bool:
+        try:
+            members = http_sf.parse(
+                value.encode("latin-1"), tltype="dictionary", on_duplicate_key=_refuse_duplicate
+            )
+        except (http_sf.StructuredFieldError, ValueError, TypeError, UnicodeError):
+            return False
+        if not isinstance(members, dict):
+            return False
+        for algorithm, member in members.items():
+            if algorithm in _DIGESTS:
+                digest = member[0] if isinstance(member, tuple) else None
+                if not isinstance(digest, bytes):
+                    return False
+                self._hashes.append((_DIGESTS[algorithm](), digest))
+        return bool(self._hashes)
+
+    def update(self, data: bytes | memoryview) -> None:
+        for hash_object, _ in self._hashes:
+            hash_object.update(data)
+
+    def check(self) -> None:
+        if not self.present:
+            return
+        matches = self._well_formed
+        for hash_object, expected in self._hashes:
+            matches &= hmac.compare_digest(hash_object.digest(), expected)
+        if not matches:
+            raise InvalidPayload("content_digest_mismatch")
+
+
+def _refuse_duplicate(name: str, context: str) -> None:
+    raise ValueError(f"duplicate member {name!r} in Content-Digest")
 
 
 class _Fields:
@@ -259,6 +318,7 @@ __all__ = [
     "AnsweredRequest",
     "InvalidSignature",
     "PublicKey",
+    "RequestDigest",
     "VerifiedAnswer",
     "content_digest",
     "covered_components",
