@@ -450,6 +450,12 @@ class HybridMiddleware:
             _close(app_iter)
             logger.error("flask-hybrid: the app did not raise a refusal; is the blueprint on it?")
             return self._answer_refusal(environ, start_response, refused_here)
+        if not captured:  # a lazy (generator) app starts its answer only as it is read
+            try:
+                written.extend(app_iter)
+            finally:
+                _close(app_iter)
+            app_iter = []
         refusal = environ.get(REFUSAL_KEY)  # also set when the blueprint refused on its own
         status: str = captured["status"]
         status_code = int(status.split(" ", 1)[0])

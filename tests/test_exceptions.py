@@ -284,3 +284,33 @@ def test_sealed_answers_drop_validators_of_the_plaintext(make_app: Callable[...,
     from flask_hybrid.core import signatures
 
     assert signed.headers["Content-Digest"] == signatures.content_digest(signed.data)
+
+
+def test_middleware_alone_around_a_lazy_wsgi_app(vector_keys: dict[str, Any]) -> None:
+    """A generator app calls start_response only when first read: plain and encrypted work."""
+    from flask_hybrid import HybridMiddleware, HybridState, SessionManager, Settings
+    from flask_hybrid.core import formats
+    from flask_hybrid.core.keyring import KeyRing
+    from flask_hybrid.stores import MemoryStore
+
+    def lazy_app(environ: dict[str, Any], start_response: Any) -> Any:
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        yield b'{"got":' + (body or b"null") + b"}"
+
+    state = HybridState(
+        keyring=KeyRing.from_pems([vector_keys["identity_1"]["private_pem"]]),
+        sessions=SessionManager(MemoryStore(), jwt_secret="s" * 32),
+        settings=Settings(),
+    )
+    host = Flask(__name__)
+    host.wsgi_app = HybridMiddleware(lazy_app, state)  # type: ignore[method-assign]
+    client = host.test_client()
+    assert client.post("/x", json={"a": 1}).get_json() == {"got": {"a": 1}}
+    envelope, cek = e_envelope(state.keyring.current.private_key.public_key(), ECHO)
+    sealed = client.post(
+        "/x",
+        json=envelope,
+        headers={"X-Encryption-Enabled": "true", "X-Encrypt-Response": "true"},
+    )
+    assert json.loads(formats.open_envelope_response(sealed.data, cek)) == {"got": {"order": 1}}
