@@ -53,6 +53,7 @@ def main() -> None:
         {
             "HYBRID_STORE_URL": "memory://",
             "HYBRID_HANDSHAKE_LIMIT": "1000000 per minute",
+            "HYBRID_JWE_LIMIT": "1000000 per minute",
             "HYBRID_REPLAY_WINDOW": 3600,
         }
     )

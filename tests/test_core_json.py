@@ -163,3 +163,20 @@ def test_object_text_reads_large_strings_in_place() -> None:
     assert members.string("absent") is None
     with pytest.raises(InvalidPayload):
         members.string("n")
+
+
+@pytest.mark.parametrize("depth", [1, 100, MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 700])
+def test_small_documents_take_the_fast_path_with_the_same_verdict(depth: int) -> None:
+    """check_json_text gives small documents to the C parser: the verdict must not change."""
+    from flask_hybrid.core.encoding import check_json_text
+
+    document = b"[" * depth + b"]" * depth
+    assert len(document) <= 4096
+    verdict = []
+    for check in (check_json_text, check_json):
+        try:
+            check(bytearray(document))
+            verdict.append(True)
+        except InvalidPayload:
+            verdict.append(False)
+    assert verdict[0] == verdict[1] == (depth <= MAX_DEPTH)
