@@ -301,6 +301,8 @@ def verify_response_signature(
     body: bytes,
     request: SentRequest,
     keys: Mapping[str, rsa.PublicKey] | Callable[[str], rsa.PublicKey | None],
+    *,
+    cek: bytes | None = None,
 ) -> VerifiedSignature:
     """Check that an answer carries flask-hybrid's RFC 9421 signature bound to ``request``.
 
@@ -312,7 +314,7 @@ def verify_response_signature(
     """
     try:
         return signatures.verify_response(
-            keys, status=status, headers=headers, body=body, request=request
+            keys, status=status, headers=headers, body=body, request=request, cek=cek
         )
     except signatures.InvalidSignature as error:
         raise SignatureError(f"the response signature does not verify: {error}") from None
@@ -776,8 +778,9 @@ class HybridSession(requests.Session):
             marked = self._require_bound_signature(response, transport).refusal
         elif self.format == "session" and self.reuse_key and self.verify_signatures:
             # S's seal names no request, and this CEK sealed earlier answers too: an earlier one
-            # would open. The server signs S's sealed answers, bound to the request they answer.
-            self._require_bound_signature(response, transport)
+            # would open. The server binds S's sealed answers to their request with an HMAC
+            # under a key derived from the CEK (PROTOCOL.md).
+            self._require_bound_signature(response, transport, cek=exchange.cek)
         if refusal is not None:
             if marked == refusal.code:
                 refusal.verified = self.verify_signatures
@@ -816,12 +819,13 @@ class HybridSession(requests.Session):
         return plaintext, response.headers.get("X-Plaintext-Content-Type")
 
     def _require_bound_signature(
-        self, response: requests.Response, transport: dict[str, Any]
+        self, response: requests.Response, transport: dict[str, Any], *, cek: bytes | None = None
     ) -> VerifiedSignature:
         """The RFC 9421 signature, bound to the request sent, or :class:`SignatureError`.
 
         A signature by a kid the key set lacks gets one refetch of the keys (the server may
-        have rotated); a kid other than ``pinned_signing_kid`` never resolves.
+        have rotated); a kid other than ``pinned_signing_kid`` never resolves. With ``cek``
+        (format S), the HMAC under that CEK's answer key counts too.
         """
         sent = _sent_request(response.request)
         if sent is None:
@@ -833,7 +837,7 @@ class HybridSession(requests.Session):
             lookup = _SigningKeyLookup(key_set.signing, self.pinned_signing_kid)
             try:
                 return verify_response_signature(
-                    response.status_code, response.headers, response.content, sent, lookup
+                    response.status_code, response.headers, response.content, sent, lookup, cek=cek
                 )
             except SignatureError as error:
                 if refetched or not lookup.missing:

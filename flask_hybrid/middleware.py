@@ -473,16 +473,17 @@ class HybridMiddleware:
             body = b"".join([*written, *app_iter])
         finally:
             _close(app_iter)
-        body_signature = sign_it
+        binding_cek = None
         if encrypted is not None and encrypted.seal_response and status_code not in _NO_BODY:
             body = self._seal(encrypted, status_code, headers, body)
             if policy == "unsealed" and not handshake:
                 # The AEAD authenticates a sealed answer, and J's seal names its request (req),
                 # E's key is fresh each time. S's seal names nothing, and a client may reuse its
-                # CEK: only the request-bound signature tells it which request this answers.
-                sign_it, body_signature = encrypted.format == "S", False
+                # CEK: an HMAC under a key derived from that CEK binds the answer to its request.
+                sign_it = False
+                binding_cek = encrypted.cek if encrypted.format == "S" else None
         self._finish_headers(
-            environ, status_code, headers, body, sign=sign_it, body_signature=body_signature
+            environ, status_code, headers, body, sign=sign_it, binding_cek=binding_cek
         )
         start_response(status, headers.to_wsgi_list())
         return [body]
@@ -499,14 +500,18 @@ class HybridMiddleware:
         body: bytes,
         *,
         sign: bool,
-        body_signature: bool = True,
+        binding_cek: bytes | None = None,
     ) -> None:
-        """Length, signatures over the final bytes, and CORS exposure of our own headers."""
+        """Length, signatures over the final bytes, and CORS exposure of our own headers.
+
+        ``binding_cek``: instead of the signing key's signatures, the HMAC binding of a format S
+        sealed answer under its request's CEK (PROTOCOL.md).
+        """
         headers.remove(signatures.REFUSAL_HEADER)  # only ever ours, and only signed
         if status_code not in _NO_BODY:
             headers["Content-Length"] = str(len(body))
-        if sign:
-            self._sign(environ, status_code, headers, body, body_signature=body_signature)
+        if sign or binding_cek is not None:
+            self._sign(environ, status_code, headers, body, binding_cek=binding_cek)
         _expose_headers(headers)
 
     def _seal(
@@ -544,22 +549,25 @@ class HybridMiddleware:
         headers: Headers,
         body: bytes,
         *,
-        body_signature: bool,
+        binding_cek: bytes | None = None,
     ) -> None:
-        """The request-bound signature, and ``X-Response-Signature`` (the published design's,
-        over the body alone) where PROTOCOL.md has it: ``body_signature``."""
-        signing_key = self.state.keyring.signing
-        if body_signature:
+        """The request-bound signature: by the signing key, with ``X-Response-Signature`` (the
+        published design's) beside it; or, given ``binding_cek``, an HMAC under its answer key."""
+        if binding_cek is None:
+            signing_key = self.state.keyring.signing
+            key: PrivateKey | bytes = signing_key.private_key
+            kid = signing_key.kid
             headers["X-Response-Signature"] = b64encode(sign(signing_key.private_key, body))
-            headers["X-Response-Signature-Kid"] = signing_key.kid
-        answered = environ.get(ANSWERED_KEY) or answered_request(environ)
+            headers["X-Response-Signature-Kid"] = kid
+        else:
+            key, kid = signatures.answer_key(binding_cek), signatures.CEK_KEYID
         refusal: HybridError | None = environ.get(REFUSAL_KEY)
         for name, value in signatures.sign_response(
-            signing_key.private_key,
-            signing_key.kid,
+            key,
+            kid,
             status=status_code,
             body=body,
-            request=answered,
+            request=environ.get(ANSWERED_KEY) or answered_request(environ),
             created=self.state.clock(),
             refusal=None if refusal is None else refusal.error,
         ):

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import hmac
+import hmac as constant_time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import http_sf
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from http_message_signatures import (
     HTTPMessageSignaturesException,
     HTTPMessageSigner,
@@ -34,6 +36,10 @@ from .rsa import PrivateKey, PublicKey, sign
 LABEL = "hybrid"
 TAG = "flask-hybrid"
 ALGORITHM = algorithms.RSA_V1_5_SHA256
+#: Format S's sealed answers: an HMAC under a key derived from the request's own CEK.
+HMAC_ALGORITHM = algorithms.HMAC_SHA256
+CEK_KEYID = "cek"
+_ANSWER_KEY_INFO = b"flask-hybrid answer binding"
 #: The request headers that carry the key of a bodiless request (S and J header forms).
 KEY_HEADERS = ("x-hybrid-jwe", "x-encrypted-aes-key")
 #: Names flask-hybrid's own refusal, covered by its signature: an app's answer that merely looks
@@ -98,7 +104,7 @@ class RequestDigest:
             return
         matches = self._well_formed
         for hash_object, expected in self._hashes:
-            matches &= hmac.compare_digest(hash_object.digest(), expected)
+            matches &= constant_time.compare_digest(hash_object.digest(), expected)
         if not matches:
             raise InvalidPayload("content_digest_mismatch")
 
@@ -182,8 +188,14 @@ def covered_components(request: AnsweredRequest) -> list[str]:
     return components
 
 
+def answer_key(cek: bytes) -> bytes:
+    """The HMAC key that binds a format S sealed answer to its request: HKDF-SHA256 of the
+    request's CEK (which only the client and the server know), never the CEK itself."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_ANSWER_KEY_INFO).derive(cek)
+
+
 def sign_response(
-    key: PrivateKey,
+    key: PrivateKey | bytes,
     kid: str,
     *,
     status: int,
@@ -194,6 +206,9 @@ def sign_response(
 ) -> list[tuple[str, str]]:
     """The ``Content-Digest``, ``Signature-Input`` and ``Signature`` headers of a response, and
     ``X-Hybrid-Refusal: <code>`` when it is flask-hybrid's refusal (``refusal``), covered too.
+
+    ``key`` is the signing key (``rsa-v1_5-sha256``), or the :func:`answer_key` of the request's
+    CEK (``hmac-sha256``, ``keyid`` :data:`CEK_KEYID`) for format S's sealed answers.
 
     A request part that cannot be covered (see :func:`covered_components`; a method that is
     not upper case) is left out rather than leaving the answer unsigned.
@@ -207,7 +222,8 @@ def sign_response(
     if not request.method.isupper():  # the library cannot cover such a method: leave it out
         components.remove('"@method";req')
         request = AnsweredRequest("GET", request.headers)
-    signer = HTTPMessageSigner(signature_algorithm=ALGORITHM)
+    hmac_key = isinstance(key, bytes)
+    signer = HTTPMessageSigner(signature_algorithm=HMAC_ALGORITHM if hmac_key else ALGORITHM)
     prepared = signer.prepare(
         _view(status, headers, request),
         key_id=kid,
@@ -217,7 +233,12 @@ def sign_response(
         covered_component_ids=components,
         use_existing_digest=True,
     )
-    signature = sign(key, prepared.signature_base)
+    if isinstance(key, bytes):
+        mac = hmac.HMAC(key, hashes.SHA256())
+        mac.update(prepared.signature_base)
+        signature = mac.finalize()
+    else:
+        signature = sign(key, prepared.signature_base)
     return [
         *headers,
         ("Signature-Input", f"{LABEL}={prepared.signature_params}"),
@@ -268,8 +289,12 @@ def verify_response(
     headers: Iterable[tuple[str, str]] | Mapping[str, str],
     body: bytes,
     request: AnsweredRequest,
+    cek: bytes | None = None,
 ) -> VerifiedAnswer:
     """Check that an answer carries flask-hybrid's signature, bound to ``request``.
+
+    With ``cek`` (a format S request's key), an ``hmac-sha256`` signature under its
+    :func:`answer_key` is accepted too, as the server makes for S's sealed answers.
 
     ``request`` is the request *as the client sent it*; ``keys`` the server's signing keys by
     kid (or a lookup function); ``body`` the content as received. The ``hybrid`` signature must
@@ -288,9 +313,27 @@ def verify_response(
     sent = {name.lower() for name, _ in request.headers}
     if "content-digest" not in sent:
         raise InvalidSignature("the request carried no Content-Digest to bind the answer to")
-    required = [*_REQUIRED, *(f'"{name}";req' for name in KEY_HEADERS if name in sent)]
     lines = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
-    verifier = _BoundVerifier(signature_algorithm=ALGORITHM, key_resolver=_Keys(lookup))
+    if cek is not None:
+        try:
+            secret = answer_key(cek)
+            return _verify(HMAC_ALGORITHM, {CEK_KEYID: secret}.get, status, lines, body, request)
+        except InvalidSignature:
+            pass  # then only the signing keys can vouch for it
+    return _verify(ALGORITHM, lookup, status, lines, body, request)
+
+
+def _verify(
+    algorithm: type[Any],
+    lookup: Callable[[str], Any],
+    status: int,
+    lines: list[tuple[str, str]],
+    body: bytes,
+    request: AnsweredRequest,
+) -> VerifiedAnswer:
+    sent = {name.lower() for name, _ in request.headers}
+    required = [*_REQUIRED, *(f'"{name}";req' for name in KEY_HEADERS if name in sent)]
+    verifier = _BoundVerifier(signature_algorithm=algorithm, key_resolver=_Keys(lookup))
     try:
         results = verifier.verify(
             _view(status, lines, request),
@@ -303,13 +346,14 @@ def verify_response(
     except (HTTPMessageSignaturesException, ValueError, TypeError) as error:
         raise InvalidSignature(str(error)) from None
     parameters = results[0].parameters
-    if parameters.get("alg") != ALGORITHM.algorithm_id:  # the library accepts its absence
-        raise InvalidSignature("the signature does not name rsa-v1_5-sha256")
+    if parameters.get("alg") != algorithm.algorithm_id:  # the library accepts its absence
+        raise InvalidSignature(f"the signature does not name {algorithm.algorithm_id}")
     refusal = results[0].covered_components.get(f'"{REFUSAL_HEADER.lower()}"')
     return VerifiedAnswer(str(parameters["keyid"]), refusal)
 
 
 __all__ = [
+    "CEK_KEYID",
     "KEY_HEADERS",
     "LABEL",
     "REFUSAL_HEADER",
@@ -320,6 +364,7 @@ __all__ = [
     "PublicKey",
     "RequestDigest",
     "VerifiedAnswer",
+    "answer_key",
     "content_digest",
     "covered_components",
     "sign_response",

@@ -506,6 +506,10 @@ const SIGNATURE_TAG = "flask-hybrid";
 /** Names flask-hybrid's own refusals, covered by their signature (lower case, as covered). */
 const REFUSAL_HEADER = "x-hybrid-refusal";
 const SIGNATURE_ALG = "rsa-v1_5-sha256";
+/** Format S's sealed answers: an HMAC under a key derived from the request's CEK (keyid "cek"). */
+const ANSWER_ALG = "hmac-sha256";
+const ANSWER_KEYID = "cek";
+const ANSWER_KEY_INFO = "flask-hybrid answer binding";
 /** Request headers that carry the key of a bodiless request (S and J header forms). */
 const KEY_HEADERS = ["x-hybrid-jwe", "x-encrypted-aes-key"];
 const DIGEST_ALGORITHMS = { "sha-256": "SHA-256", "sha-512": "SHA-512" };
@@ -619,7 +623,8 @@ export function unverifiedResponseSignature({ request, response }) {
     throw badSignature(`the answer (${status}) has no "${SIGNATURE_LABEL}" signature`, status);
   }
   const params = input.params;
-  if (params.get("tag") !== SIGNATURE_TAG || params.get("alg") !== SIGNATURE_ALG) {
+  const alg = params.get("alg");
+  if (params.get("tag") !== SIGNATURE_TAG || (alg !== SIGNATURE_ALG && alg !== ANSWER_ALG)) {
     throw badSignature(`the signature is not tag "${SIGNATURE_TAG}", alg "${SIGNATURE_ALG}"`, status);
   }
   const keyid = params.get("keyid");
@@ -655,7 +660,7 @@ export function unverifiedResponseSignature({ request, response }) {
     if (!components.includes(id)) throw badSignature(`the signature does not cover ${id}: not bound to this request`, status);
   }
   lines.push(`"@signature-params": ${serializeInnerList(input)}`);
-  return { base: lines.join("\n"), keyid, created, components, signature: signature.value };
+  return { base: lines.join("\n"), alg, keyid, created, components, signature: signature.value };
 }
 
 /**
@@ -664,24 +669,30 @@ export function unverifiedResponseSignature({ request, response }) {
  *   1-2. the `hybrid` signature's parameters and covered components (unverifiedResponseSignature);
  *   3.   the base rebuilt from `request` (what the client itself sent: `method`, `headers`) and
  *        `response` (`status`, `headers`, `body` as received), and `Content-Digest` = the body's;
- *   4.   RSASSA-PKCS1-v1_5 SHA-256 under `keyFor(keyid)` — a CryptoKey (verify), PEM or JWK of
- *        the server's signing key, or null when keyid names none.
+ *   4.   RSASSA-PKCS1-v1_5 SHA-256 under `keyFor(keyid, alg)` — a CryptoKey (verify), PEM or
+ *        JWK of the server's signing key, or null when keyid names none; or, for alg
+ *        "hmac-sha256" (format S's sealed answers), the HMAC CryptoKey of `deriveAnswerKey()`.
  * Resolves to the keyid; rejects with HybridError `invalid_signature` on any defect.
  * @returns {Promise<string>}
  */
 export async function verifyResponseSignature({ request, response, keyFor }) {
-  const { base, keyid, signature } = unverifiedResponseSignature({ request, response });
+  const { base, alg, keyid, signature } = unverifiedResponseSignature({ request, response });
   const status = response.status;
   const digest = asHeaders(response.headers).get("content-digest");
   if (digest === null || !(await contentDigestMatches(digest, response.body))) {
     throw badSignature("the answer's Content-Digest does not match its body", status);
   }
-  const key = await keyFor(keyid);
+  const key = await keyFor(keyid, alg);
   if (!key) throw badSignature(`the signature's keyid ${keyid} is not a signing key of the server`, status);
   let valid;
   try {
-    const verifyKey = key instanceof CryptoKey ? key : await importRsaPublicKey(key, "verify");
-    valid = await subtle().verify({ name: "RSASSA-PKCS1-v1_5" }, verifyKey, signature, encoder.encode(base));
+    if (alg === ANSWER_ALG) {
+      if (!(key instanceof CryptoKey) || key.algorithm.name !== "HMAC") throw new TypeError("not an HMAC key");
+      valid = await subtle().verify({ name: "HMAC" }, key, signature, encoder.encode(base));
+    } else {
+      const verifyKey = key instanceof CryptoKey ? key : await importRsaPublicKey(key, "verify");
+      valid = await subtle().verify({ name: "RSASSA-PKCS1-v1_5" }, verifyKey, signature, encoder.encode(base));
+    }
   } catch (err) {
     throw new HybridError("invalid_signature", "the signing key is not a usable RSA key", { status, cause: err });
   }
@@ -698,17 +709,35 @@ export async function verifyResponseSignature({ request, response, keyFor }) {
  * they are. Otherwise the raw CEK (`cek`, or 32 fresh random bytes) is wrapped FIRST by `wrap`,
  * then imported as a non-extractable CryptoKey, and random raw bytes we made are zeroed.
  */
-async function prepareCek(wrap, { cek, cekKey, wrapped }) {
+async function prepareCek(wrap, { cek, cekKey, wrapped, answerKey = false }) {
   if (cekKey && wrapped) return { cekKey, wrapped };
   const own = cek === undefined;
   const raw = own ? randomBytes(CEK_BYTES) : toBytes(cek);
   if (raw.length !== CEK_BYTES) throw new TypeError("a CEK is exactly 32 bytes");
   try {
     const wrappedKey = await wrap(raw);
-    return { cekKey: await importCek(raw), wrapped: wrappedKey };
+    const prepared = { cekKey: await importCek(raw), wrapped: wrappedKey };
+    if (answerKey) prepared.answerKey = await deriveAnswerKey(raw);
+    return prepared;
   } finally {
     if (own) raw.fill(0);
   }
+}
+
+/**
+ * The HMAC key (verify only) that binds format S's sealed answers to their request:
+ * HKDF-SHA256 of the raw CEK, info "flask-hybrid answer binding", no salt (PROTOCOL.md).
+ * @returns {Promise<CryptoKey>}
+ */
+export async function deriveAnswerKey(rawCek) {
+  const base = await subtle().importKey("raw", toBytes(rawCek), "HKDF", false, ["deriveKey"]);
+  return subtle().deriveKey(
+    { name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info: encoder.encode(ANSWER_KEY_INFO) },
+    base,
+    { name: "HMAC", hash: "SHA-256", length: 256 },
+    false,
+    ["verify"],
+  );
 }
 
 function requireObject(value, what) {
@@ -1402,11 +1431,14 @@ export class HybridClient {
    * Check that an answer carries a valid signature bound to the request as sent (`wire`): returns
    * "valid", or throws `invalid_signature` with the answer's status.
    */
-  async _verifyBound(wire) {
+  async _verifyBound(wire, { answerKey = null } = {}) {
     const request = { method: wire.method, headers: wire.headers };
     const response = { status: wire.res.status, headers: wire.res.headers, body: wire.bytes };
+    // An HMAC counts only under this request's own answer key (format S); others are signing keys.
+    const keyFor = (keyid, alg) =>
+      alg === ANSWER_ALG ? (keyid === ANSWER_KEYID ? answerKey : null) : this._signingKey(keyid);
     try {
-      await verifyResponseSignature({ request, response, keyFor: (keyid) => this._signingKey(keyid) });
+      await verifyResponseSignature({ request, response, keyFor });
       // Verified: a covered X-Hybrid-Refusal says the server itself refused (PROTOCOL.md); an
       // app's answer that only looks like a refusal never carries it.
       const { components } = unverifiedResponseSignature({ request, response });
@@ -1489,7 +1521,7 @@ export class HybridClient {
   /** A CEK for this request: the reused one of `scope` with reuseKey, else a fresh one. */
   async _cek(scope, wrap) {
     if (this.reuseKey && this._reuse && this._reuse.scope === scope) return this._reuse;
-    const prepared = await prepareCek(wrap, {});
+    const prepared = await prepareCek(wrap, { answerKey: this.format === "session" });
     if (this.reuseKey) this._reuse = { scope, ...prepared };
     return prepared;
   }
@@ -1512,7 +1544,9 @@ export class HybridClient {
       const wrap = async (raw) => b64encode(await rsaOaepEncrypt(session.publicKey, raw));
       // A bodiless request wraps a fresh CEK even with reuseKey: its X-Encrypted-Aes-Key is all
       // that tells it apart from another bodiless request, and its answer's signature covers it.
-      const { cekKey, wrapped } = body ? await this._cek(session.sessionId, wrap) : await prepareCek(wrap, {});
+      const prepared = body ? await this._cek(session.sessionId, wrap) : await prepareCek(wrap, { answerKey: true });
+      const { cekKey, wrapped } = prepared;
+      request.answerKey = prepared.answerKey;
       headers.set("Authorization", `Bearer ${session.token}`);
       headers.set("X-Device-Id", this.deviceId);
       headers.set("X-Encryption-Enabled", "true");
@@ -1608,7 +1642,7 @@ export class HybridClient {
     const signed = wire.res.headers.has("signature-input") || wire.res.headers.has("signature");
     /** The signature status; throws invalid_signature when it is required (or sent) and fails. */
     const checkSignature = async (required, unsigned) =>
-      required || signed ? this._verifyBound(wire).catch(fail) : unsigned;
+      required || signed ? this._verifyBound(wire, { answerKey: request.answerKey }).catch(fail) : unsigned;
 
     if (method === "HEAD") {
       // No body comes back to a HEAD: nothing to open or to check a digest against.

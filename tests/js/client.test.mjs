@@ -97,12 +97,13 @@ function mockServer() {
     replayLastSessionAnswer: false, // answer with the previous sealed S answer (same reused CEK)
     lastSessionAnswer: null,
     unsignedSessionSeal: false,
+    rsaSessionSeal: false, // sign S's sealed answers with the signing key instead of the CEK HMAC
     lastJweResponse: null,
     wrongJweStatus: false,
     unsealedSessionAnswer: false,
   };
 
-  const signHeaders = (req, status, bytes, refusal = null) => {
+  const signHeaders = (req, status, bytes, refusal = null, cek = null) => {
     const signer = keys[state.signer];
     const { headers } = signResponse({
       privatePem: signer.private_pem,
@@ -111,6 +112,7 @@ function mockServer() {
       body: bytes,
       request: req,
       refusal,
+      cek,
       corrupt: state.badSignature,
       ...state.signWith,
     });
@@ -120,11 +122,12 @@ function mockServer() {
     return headers;
   };
 
-  const reply = (req, status, body, headers = {}, { signed = false, refusal = null } = {}) => {
+  const reply = (req, status, body, headers = {}, { signed = false, refusal = null, cek = null } = {}) => {
     const bytes = NULL_BODY_STATUSES.includes(status) ? Buffer.alloc(0) : Buffer.from(body ?? "");
     const h = new Headers(headers);
     if ((signed && state.policy !== "none") || state.policy === "all") {
-      for (const [name, value] of Object.entries(signHeaders(req, status, bytes, refusal))) h.set(name, value);
+      const answerCek = state.policy === "all" ? null : cek;
+      for (const [name, value] of Object.entries(signHeaders(req, status, bytes, refusal, answerCek))) h.set(name, value);
     }
     return new Response(NULL_BODY_STATUSES.includes(status) ? null : bytes, { status, headers: h });
   };
@@ -227,9 +230,9 @@ function mockServer() {
   }
 
   /** The app's answer to a sealed request: sealed by `seal`, or bodiless and signed. */
-  function sealedAnswer(req, out, seal, headers, { signed = false } = {}) {
+  function sealedAnswer(req, out, seal, headers, { signed = false, cek = null } = {}) {
     if (NULL_BODY_STATUSES.includes(out.status)) return reply(req, out.status, null, {}, { signed: true });
-    return reply(req, out.status, seal(out.body), headers, { signed });
+    return reply(req, out.status, seal(out.body), headers, { signed, cek });
   }
 
   function handleS(req) {
@@ -259,7 +262,7 @@ function mockServer() {
       out,
       seal,
       { "Content-Type": "application/json", "X-Encryption-Enabled": "true", "X-Plaintext-Content-Type": out.type },
-      { signed: !state.unsignedSessionSeal },
+      { signed: !state.unsignedSessionSeal, cek: state.rsaSessionSeal ? null : cek },
     );
     state.lastSessionAnswer = answer.clone();
     return answer;
@@ -532,7 +535,12 @@ describe("format S (session)", () => {
     const server = mockServer();
     const client = await connect(server, { format: "session", reuseKey: true });
     await echo(client, { first: true });
-    assert.equal(client.lastExchange.signature, "valid", "the server signs S's sealed answers");
+    assert.equal(client.lastExchange.signature, "valid", "the server binds S's sealed answers");
+    assert.match(client.lastExchange.responseHeaders["signature-input"], /keyid="cek";alg="hmac-sha256"/);
+    server.state.rsaSessionSeal = true; // the signing key's signature counts as well
+    await echo(client, { again: true });
+    assert.match(client.lastExchange.responseHeaders["signature-input"], /alg="rsa-v1_5-sha256"/);
+    server.state.rsaSessionSeal = false;
     server.state.replayLastSessionAnswer = true;
     await assert.rejects(echo(client, { second: true }), isHybridError("invalid_signature"));
     server.state.replayLastSessionAnswer = false;

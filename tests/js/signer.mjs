@@ -30,7 +30,8 @@ export function coveredComponents(requestHeaders, refusal = null) {
  * defects: `components`, `label`, `tag`, `alg`, `keyid`, `created` (null leaves it out),
  * `digest` (the Content-Digest value sent), `signedStatus` (the status put in the base),
  * `corrupt` (flip a bit of the signature). `refusal`: the code of a refusal of the server's own,
- * sent and covered as X-Hybrid-Refusal.
+ * sent and covered as X-Hybrid-Refusal. `cek`: sign as the server signs format S's sealed
+ * answers, an HMAC-SHA256 (keyid "cek") under HKDF-SHA256(cek, info "flask-hybrid answer binding").
  */
 export function signResponse({
   privatePem,
@@ -48,6 +49,7 @@ export function signResponse({
   signedStatus = status,
   corrupt = false,
   refusal = null,
+  cek = null,
 }) {
   const sentDigest = digest ?? digestOf(body);
   const covered = components ?? coveredComponents(request.headers, refusal);
@@ -60,11 +62,14 @@ export function signResponse({
     if (field && request.headers.has(field[1])) return request.headers.get(field[1]).trim();
     return "unknown";
   };
+  const hmacKey = cek === null ? null : Buffer.from(crypto.hkdfSync("sha256", cek, Buffer.alloc(0), "flask-hybrid answer binding", 32));
   let params = `(${covered.join(" ")})`;
   if (created !== null) params += `;created=${created}`;
-  params += `;keyid="${keyid}";alg="${alg}";tag="${tag}"`;
+  params += hmacKey ? `;keyid="cek";alg="hmac-sha256";tag="${tag}"` : `;keyid="${keyid}";alg="${alg}";tag="${tag}"`;
   const base = [...covered.map((id) => `${id}: ${valueOf(id)}`), `"@signature-params": ${params}`].join("\n");
-  const signature = crypto.sign("sha256", Buffer.from(base, "utf8"), privatePem);
+  const signature = hmacKey
+    ? crypto.createHmac("sha256", hmacKey).update(base, "utf8").digest()
+    : crypto.sign("sha256", Buffer.from(base, "utf8"), privatePem);
   if (corrupt) signature[7] ^= 1;
   return {
     headers: {
