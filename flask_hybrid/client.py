@@ -775,11 +775,12 @@ class HybridSession(requests.Session):
         marked: str | None = response.headers.get(REFUSAL_HEADER)
         if unsealed and self.verify_signatures:
             # Nothing sealed vouches for this answer (a proxy may have dropped the real one).
-            marked = self._require_bound_signature(response, transport).refusal
+            # An answer of the app is bound by an HMAC under this request's CEK; a refusal (the
+            # server may not have opened the request) by the signing key.
+            marked = self._require_bound_signature(response, transport, cek=exchange.cek).refusal
         elif self.format == "session" and self.reuse_key and self.verify_signatures:
             # S's seal names no request, and this CEK sealed earlier answers too: an earlier one
-            # would open. The server binds S's sealed answers to their request with an HMAC
-            # under a key derived from the CEK (PROTOCOL.md).
+            # would open. The server binds S's sealed answers to their request (PROTOCOL.md).
             self._require_bound_signature(response, transport, cek=exchange.cek)
         if refusal is not None:
             if marked == refusal.code:

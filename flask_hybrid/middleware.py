@@ -473,17 +473,28 @@ class HybridMiddleware:
             body = b"".join([*written, *app_iter])
         finally:
             _close(app_iter)
-        binding_cek = None
+        sealed = False
         if encrypted is not None and encrypted.seal_response and status_code not in _NO_BODY:
             body = self._seal(encrypted, status_code, headers, body)
-            if policy == "unsealed" and not handshake:
-                # The AEAD authenticates a sealed answer, and J's seal names its request (req),
-                # E's key is fresh each time. S's seal names nothing, and a client may reuse its
-                # CEK: an HMAC under a key derived from that CEK binds the answer to its request.
-                sign_it = False
-                binding_cek = encrypted.cek if encrypted.format == "S" else None
+            sealed = True
+        binding_cek = None
+        if policy == "unsealed" and encrypted is not None and not handshake and refusal is None:
+            # The app's answer to a request whose CEK we hold. Sealed, the AEAD authenticates it;
+            # J's seal names its request (req) and E's key is fresh each time, but S's seal names
+            # nothing and a client may reuse its CEK. Unsealed (E in clear, 204/304), nothing
+            # does. Those are bound to their request by an HMAC under a key derived from the CEK,
+            # which only the client and this server hold: no RSA signature needed.
+            sign_it = False
+            if not sealed or encrypted.format == "S":
+                binding_cek = encrypted.cek
         self._finish_headers(
-            environ, status_code, headers, body, sign=sign_it, binding_cek=binding_cek
+            environ,
+            status_code,
+            headers,
+            body,
+            sign=sign_it,
+            binding_cek=binding_cek,
+            body_signature=not sealed,
         )
         start_response(status, headers.to_wsgi_list())
         return [body]
@@ -501,17 +512,25 @@ class HybridMiddleware:
         *,
         sign: bool,
         binding_cek: bytes | None = None,
+        body_signature: bool = True,
     ) -> None:
         """Length, signatures over the final bytes, and CORS exposure of our own headers.
 
-        ``binding_cek``: instead of the signing key's signatures, the HMAC binding of a format S
-        sealed answer under its request's CEK (PROTOCOL.md).
+        ``binding_cek``: instead of the signing key's request-bound signature, an HMAC under the
+        request's CEK (PROTOCOL.md); ``X-Response-Signature`` beside it if ``body_signature``.
         """
         headers.remove(signatures.REFUSAL_HEADER)  # only ever ours, and only signed
         if status_code not in _NO_BODY:
             headers["Content-Length"] = str(len(body))
         if sign or binding_cek is not None:
-            self._sign(environ, status_code, headers, body, binding_cek=binding_cek)
+            self._sign(
+                environ,
+                status_code,
+                headers,
+                body,
+                binding_cek=binding_cek,
+                body_signature=sign or body_signature,
+            )
         _expose_headers(headers)
 
     def _seal(
@@ -550,15 +569,18 @@ class HybridMiddleware:
         body: bytes,
         *,
         binding_cek: bytes | None = None,
+        body_signature: bool = True,
     ) -> None:
-        """The request-bound signature: by the signing key, with ``X-Response-Signature`` (the
-        published design's) beside it; or, given ``binding_cek``, an HMAC under its answer key."""
+        """The request-bound signature, by the signing key or (``binding_cek``) an HMAC under
+        that CEK's answer key; and ``X-Response-Signature``, the published design's signature
+        of the body alone, if ``body_signature``."""
+        signing_key = self.state.keyring.signing
+        if body_signature:
+            headers["X-Response-Signature"] = b64encode(sign(signing_key.private_key, body))
+            headers["X-Response-Signature-Kid"] = signing_key.kid
         if binding_cek is None:
-            signing_key = self.state.keyring.signing
             key: PrivateKey | bytes = signing_key.private_key
             kid = signing_key.kid
-            headers["X-Response-Signature"] = b64encode(sign(signing_key.private_key, body))
-            headers["X-Response-Signature-Kid"] = kid
         else:
             key, kid = signatures.answer_key(binding_cek), signatures.CEK_KEYID
         refusal: HybridError | None = environ.get(REFUSAL_KEY)

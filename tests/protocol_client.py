@@ -90,17 +90,19 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from http_message_signatures import (
     HTTPMessageSignaturesException,
     HTTPMessageVerifier,
     HTTPSignatureKeyResolver,
+    MappingKeyResolver,
     algorithms,
 )
 from http_message_signatures import InvalidSignature as InvalidMessageSignature
@@ -576,6 +578,7 @@ class SentRequest:
     method: str
     target: str
     headers: Mapping[str, str]
+    cek: bytes | None = field(default=None, repr=False)  # its CEK: answers may be bound by it
 
 
 @dataclass(frozen=True)
@@ -628,9 +631,16 @@ def _check_message_signature(
     required += [f'"{name}";req' for name in _KEY_HEADERS if name in sent]
     url = f"http://protocol-client.invalid{request.target}"  # required, never covered
     message = _SignedMessage(status, _ci(headers), _RequestView(request.method, url, sent))
-    verifier = _BindingVerifier(
-        signature_algorithm=algorithms.RSA_V1_5_SHA256, key_resolver=_SigningKeys(keys)
-    )
+    algorithm: Any = algorithms.RSA_V1_5_SHA256
+    resolver: HTTPSignatureKeyResolver = _SigningKeys(keys)
+    if request.cek is not None and 'alg="hmac-sha256"' in _ci(headers).get("Signature-Input", ""):
+        # An answer of the app, bound by an HMAC under HKDF-SHA256(the request's CEK).
+        answer_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"flask-hybrid answer binding"
+        ).derive(request.cek)
+        algorithm = algorithms.HMAC_SHA256
+        resolver = MappingKeyResolver(public_keys={"cek": answer_key}, private_keys={})
+    verifier = _BindingVerifier(signature_algorithm=algorithm, key_resolver=resolver)
     try:
         (result,) = verifier.verify(
             message,
@@ -642,8 +652,8 @@ def _check_message_signature(
         )
     except (HTTPMessageSignaturesException, ValueError, TypeError) as exc:
         return str(exc) or type(exc).__name__, None
-    if result.parameters.get("alg") != "rsa-v1_5-sha256":
-        return f"alg {result.parameters.get('alg')!r} is not rsa-v1_5-sha256", None
+    if result.parameters.get("alg") != algorithm.algorithm_id:
+        return f"alg {result.parameters.get('alg')!r} is not {algorithm.algorithm_id}", None
     return None, result.covered_components.get(f'"{REFUSAL_HEADER.lower()}"')
 
 
@@ -951,7 +961,7 @@ class SessionClient:
         if tamper is not None and raw_body is None and plaintext is None:
             req_headers = tamper(req_headers) or req_headers
         status, resp_headers, resp_body = _send(self.transport, method, target, req_headers, body)
-        sent = SentRequest(method, target, req_headers)
+        sent = SentRequest(method, target, req_headers, open_cek)
         return self._open(method, status, resp_headers, resp_body, open_cek, request_iv, sent)
 
     def _open(
@@ -1196,7 +1206,7 @@ class EnvelopeClient:
         req_headers = _merge_headers(defaults, headers)
         sealed_wanted = _ci(req_headers).get("X-Encrypt-Response", "").lower() == "true"
         status, resp_headers, resp_body = _send(self.transport, method, target, req_headers, body)
-        sent = SentRequest(method, target, req_headers)
+        sent = SentRequest(method, target, req_headers, open_cek)
         required = self.require_message_signatures
 
         if not sealed_wanted:
@@ -1495,7 +1505,7 @@ class JweClient:
         defaults["Content-Digest"] = content_digest(body)
         req_headers = _merge_headers(defaults, headers)
         status, resp_headers, resp_body = _send(self.transport, method, target, req_headers, body)
-        sent = SentRequest(method, target, req_headers)
+        sent = SentRequest(method, target, req_headers, cek)
         return self._open(
             method, status, resp_headers, resp_body, cek, request_jti, request_iv, sent
         )

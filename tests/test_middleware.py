@@ -105,7 +105,11 @@ def test_plain_answers_stream_through(make_app: Callable[..., Flask]) -> None:
 
 
 def verify_bound(
-    flask_app: Flask, response: Any, method: str, sent: list[tuple[str, str]]
+    flask_app: Flask,
+    response: Any,
+    method: str,
+    sent: list[tuple[str, str]],
+    cek: bytes | None = None,
 ) -> signatures.VerifiedAnswer:
     signing = state_of(flask_app).keyring.signing
     return signatures.verify_response(
@@ -114,6 +118,7 @@ def verify_bound(
         headers=list(response.headers.items()),
         body=response.data,
         request=signatures.AnsweredRequest(method, sent),
+        cek=cek,
     )
 
 
@@ -160,15 +165,19 @@ def test_bodiless_answer_to_a_sealed_request_is_bound_to_its_key_header(
 
     keyring = state_of(flask_app).keyring
     header = j_header(keyring.current.kid, "DELETE", "/api/thing", cty=None)
-    token, _ = j_token(keyring.current.private_key.public_key(), header, b"")
+    token, cek = j_token(keyring.current.private_key.public_key(), header, b"")
     sent = [("Content-Digest", signatures.content_digest(b"")), ("X-Hybrid-JWE", token)]
     response = flask_app.test_client().delete("/api/thing", headers=dict(sent))
     assert response.status_code == 204 and response.data == b""
     assert '"x-hybrid-jwe";req' in response.headers["Signature-Input"]
-    verify_bound(flask_app, response, "DELETE", sent)
+    # An answer of the app to a request whose CEK the server holds: bound by an HMAC under it.
+    assert 'keyid="cek";alg="hmac-sha256"' in response.headers["Signature-Input"]
+    assert verify_bound(flask_app, response, "DELETE", sent, cek).kid == signatures.CEK_KEYID
+    with pytest.raises(signatures.InvalidSignature):  # only the request's CEK vouches for it
+        verify_bound(flask_app, response, "DELETE", sent)
     other = [sent[0], ("X-Hybrid-JWE", token[:-2] + "AA")]
     with pytest.raises(signatures.InvalidSignature):
-        verify_bound(flask_app, response, "DELETE", other)
+        verify_bound(flask_app, response, "DELETE", other, cek)
 
 
 def test_session_answers_are_signed_and_bound(make_app: Callable[..., Flask]) -> None:
@@ -258,7 +267,7 @@ def test_an_app_answer_that_looks_like_a_refusal_is_not_marked_as_one(
     import json
 
     public_key = state_of(flask_app).keyring.current.private_key.public_key()
-    envelope, _ = e_envelope(public_key, ECHO)
+    envelope, cek = e_envelope(public_key, ECHO)
     wire = json.dumps(envelope).encode()
     sent = [("Content-Digest", signatures.content_digest(wire))]
     response = flask_app.test_client().post(
@@ -268,7 +277,7 @@ def test_an_app_answer_that_looks_like_a_refusal_is_not_marked_as_one(
     )
     assert response.status_code == 401 and response.data == error_body(errors.UnknownKey)
     assert signatures.REFUSAL_HEADER not in response.headers
-    assert verify_bound(flask_app, response, "POST", sent).refusal is None
+    assert verify_bound(flask_app, response, "POST", sent, cek).refusal is None
 
 
 def test_handshake_and_delete_check_their_content_digest(make_app: Callable[..., Flask]) -> None:

@@ -312,7 +312,9 @@ export declare function sealEnvelopeRequest(options: {
   kid?: string;
   cek?: BytesLike;
   iv?: BytesLike;
-}): Promise<{ envelope: EnvelopeRequest; cekKey: CryptoKey }>;
+  /** Also derive the HMAC key that binds the server's answers to this request. */
+  answerKey?: boolean;
+}): Promise<{ envelope: EnvelopeRequest; cekKey: CryptoKey; answerKey?: CryptoKey }>;
 export declare function openEnvelopeResponse(
   key: CryptoKey | BytesLike,
   envelope: EnvelopeSealedResponse,
@@ -410,16 +412,33 @@ export declare function requiredSignatureComponents(requestHeaders: HeadersLike)
 export declare function unverifiedResponseSignature(options: {
   request: SentRequest;
   response: ReceivedResponse;
-}): { base: string; keyid: string; created: number; components: string[]; signature: Uint8Array };
+}): {
+  base: string;
+  alg: "rsa-v1_5-sha256" | "hmac-sha256";
+  keyid: string;
+  created: number;
+  components: string[];
+  signature: Uint8Array;
+};
+
+/**
+ * The HMAC key (verify only) that binds the server's answers to a request: HKDF-SHA256 of the
+ * request's raw CEK, info "flask-hybrid answer binding" (keyid "cek", alg "hmac-sha256").
+ */
+export declare function deriveAnswerKey(rawCek: BytesLike): Promise<CryptoKey>;
 
 /**
  * Verify a flask-hybrid response signature bound to this request (PROTOCOL.md, "How a client
  * verifies an answer"): parameters and components, Content-Digest = the received body's, and
- * RSASSA-PKCS1-v1_5 SHA-256 under `keyFor(keyid)` (null: keyid is no signing key). Resolves to
- * the keyid; rejects with HybridError `invalid_signature`.
+ * RSASSA-PKCS1-v1_5 SHA-256 under `keyFor(keyid, alg)` (null: keyid is no signing key), or for
+ * alg "hmac-sha256" the HMAC under the CryptoKey of `deriveAnswerKey`. Resolves to the keyid;
+ * rejects with HybridError `invalid_signature`.
  */
 export declare function verifyResponseSignature(options: {
   request: SentRequest;
   response: ReceivedResponse & { body: BytesLike };
-  keyFor: (keyid: string) => PublicKeyLike | null | Promise<PublicKeyLike | null>;
+  keyFor: (
+    keyid: string,
+    alg: "rsa-v1_5-sha256" | "hmac-sha256",
+  ) => PublicKeyLike | CryptoKey | null | Promise<PublicKeyLike | CryptoKey | null>;
 }): Promise<string>;

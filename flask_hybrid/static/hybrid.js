@@ -833,9 +833,11 @@ export async function openHandshakeResponse(key, envelope) {
  * (PKCS#1 v1.5, which Web Crypto cannot do). Without it, `ek` = RSA-OAEP-256 of the raw 32-byte
  * CEK under `publicKey` (CryptoKey, PEM or JWK) and alg "RSA-OAEP-256+AES-GCM". `kid` is added
  * when given.
- * @returns {Promise<{envelope: {alg: string, ek: string, iv: string, ct: string, kid?: string}, cekKey: CryptoKey}>}
+ * With `answerKey: true`, also the HMAC key that binds the server's answers to this request
+ * (`deriveAnswerKey`).
+ * @returns {Promise<{envelope: {alg: string, ek: string, iv: string, ct: string, kid?: string}, cekKey: CryptoKey, answerKey?: CryptoKey}>}
  */
-export async function sealEnvelopeRequest({ plaintext, publicKey, jsencrypt, kid, cek, iv }) {
+export async function sealEnvelopeRequest({ plaintext, publicKey, jsencrypt, kid, cek, iv, answerKey = false }) {
   const alg = jsencrypt ? "RSA+AES-GCM" : "RSA-OAEP-256+AES-GCM";
   const wrap = jsencrypt
     ? async (raw) => {
@@ -846,7 +848,7 @@ export async function sealEnvelopeRequest({ plaintext, publicKey, jsencrypt, kid
         return ek;
       }
     : async (raw) => b64encode(await rsaOaepEncrypt(publicKey, raw));
-  const { cekKey, wrapped } = await prepareCek(wrap, { cek });
+  const { cekKey, wrapped, answerKey: answerKeyOut } = await prepareCek(wrap, { cek, answerKey });
   const sealed = await aesGcmSeal(cekKey, toBytes(plaintext), { iv });
   const envelope = {
     alg,
@@ -855,7 +857,7 @@ export async function sealEnvelopeRequest({ plaintext, publicKey, jsencrypt, kid
     ct: b64encode(concatBytes(sealed.ciphertext, sealed.tag)),
   };
   if (kid) envelope.kid = kid;
-  return { envelope, cekKey };
+  return answerKeyOut ? { envelope, cekKey, answerKey: answerKeyOut } : { envelope, cekKey };
 }
 
 /**
@@ -1521,7 +1523,7 @@ export class HybridClient {
   /** A CEK for this request: the reused one of `scope` with reuseKey, else a fresh one. */
   async _cek(scope, wrap) {
     if (this.reuseKey && this._reuse && this._reuse.scope === scope) return this._reuse;
-    const prepared = await prepareCek(wrap, { answerKey: this.format === "session" });
+    const prepared = await prepareCek(wrap, { answerKey: true });
     if (this.reuseKey) this._reuse = { scope, ...prepared };
     return prepared;
   }
@@ -1569,9 +1571,10 @@ export class HybridClient {
     } else if (this.format === "jwe") {
       const record = this._identityKey();
       const publicKey = await this._encryptKey(record);
-      const { cekKey, wrapped } = await this._cek(record.kid, async (raw) =>
+      const { cekKey, wrapped, answerKey } = await this._cek(record.kid, async (raw) =>
         b64urlEncode(await rsaOaepEncrypt(publicKey, raw)),
       );
+      request.answerKey = answerKey;
       const sealed = await sealJweRequest({
         publicKey,
         kid: record.kid,
@@ -1602,12 +1605,14 @@ export class HybridClient {
     } else if (body) {
       // Format E. A fresh CEK each time: E has no reuse (PROTOCOL.md allows it for S and J).
       const record = this._envelopeKey;
-      const { envelope, cekKey } = await sealEnvelopeRequest({
+      const { envelope, cekKey, answerKey } = await sealEnvelopeRequest({
         plaintext: body,
         jsencrypt: this.jsencrypt,
         publicKey: this.jsencrypt ? undefined : await this._encryptKey(record),
         kid: record.kid,
+        answerKey: true,
       });
+      request.answerKey = answerKey;
       wireBody = JSON.stringify(envelope);
       headers.set("Content-Type", "application/json");
       headers.set("X-Encryption-Enabled", "true");
