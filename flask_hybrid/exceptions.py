@@ -104,19 +104,8 @@ class StoreUnavailable(errors.StoreUnavailable, HybridError, ServiceUnavailable)
     """503 ``store_unavailable``."""
 
 
-_BY_ERROR: dict[str, type[HybridError]] = {
-    cls.error: cls
-    for cls in (
-        InvalidPayload,
-        InvalidSession,
-        UnknownKey,
-        ReplayedRequest,
-        PayloadTooLarge,
-        EncryptionRequired,
-        RateLimited,
-        StoreUnavailable,
-    )
-}
+#: Each refusal's Werkzeug flavour by its table code: every class above.
+_BY_ERROR: dict[str, type[HybridError]] = {cls.error: cls for cls in HybridError.__subclasses__()}
 
 
 def as_http_exception(error: errors.HybridError) -> HybridError:

@@ -32,7 +32,7 @@ import pytest
 import requests
 from flask import Flask, Response, request
 from flask_cors import CORS
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 import app as demo
 
@@ -42,16 +42,6 @@ from .conftest import LiveServer, base_config, start_live_server
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "js" / "attack_driver.mjs"
 NODE_CLIENT = ROOT / "tests" / "js" / "attack_client.mjs"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 20_000
 
 #: The page: hybrid.js and the driver from the app's origin; the API is given as another origin.
@@ -258,24 +248,6 @@ def test_node_client_verifies_and_retries_a_genuine_refusal(shop: Shop, format: 
 
 
 # -- Chromium (the page on the app's origin, the API through the proxy: cross-origin) -----------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: these tests need Debian's Chromium "
-            "(apt-get install chromium). Never `playwright install`.",
-            pytrace=False,
-        )
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")

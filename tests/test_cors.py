@@ -26,7 +26,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from .conftest import LiveServer, start_live_server
-from .test_demo_page import TIMEOUT_MS, browser  # noqa: F401 (the fixture)
+from .test_demo_page import TIMEOUT_MS
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -221,7 +221,7 @@ def page_app(api_origin: str) -> Flask:
 
 
 @pytest.fixture
-def origins(browser: Browser, make_app: Callable[..., Flask]) -> Iterator[Origins]:  # noqa: F811
+def origins(browser: Browser, make_app: Callable[..., Flask]) -> Iterator[Origins]:
     switch = Switch()
     api_server, api_url = serve(switch)
     # Origin B by another host name: "localhost", served on 127.0.0.1 all the same.
