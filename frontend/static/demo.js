@@ -559,12 +559,20 @@ function renderSummary(ex, { elapsed, refused, errorCode }) {
   const tone = { valid: "ok", "not-needed": "info", absent: "neutral", unchecked: "warn", invalid: "bad" }[signature];
   setBadge("#signature", signature, SIGNATURE_TEXT[signature] ?? signature, tone);
   // RFC 9421 names its key in Signature-Input; the body-only X-Response-Signature in its own header
-  const rfc9421 = /keyid="([^"]*)"/.exec(ex.responseHeaders["signature-input"] ?? "");
+  const input = ex.responseHeaders["signature-input"] ?? "";
+  const rfc9421 = /keyid="([^"]*)"/.exec(input);
   const kid = rfc9421 ? rfc9421[1] : ex.responseHeaders["x-response-signature-kid"];
-  const scheme = rfc9421 ? "RFC 9421 · RSASSA-PKCS1-v1_5 SHA-256" : "RSASSA-PKCS1-v1_5 SHA-256";
+  // The app's answers are bound by an HMAC under the request's own CEK; refusals and handshakes
+  // by the server's signing key (PROTOCOL.md).
+  const hmac = /alg="hmac-sha256"/.test(input);
+  const scheme = !rfc9421
+    ? "RSASSA-PKCS1-v1_5 SHA-256"
+    : hmac
+      ? "RFC 9421 · HMAC-SHA256 under this request's CEK"
+      : "RFC 9421 · RSASSA-PKCS1-v1_5 SHA-256";
   $("#signature-detail").textContent =
     signature === "valid"
-      ? `${scheme}${kid ? ` · kid ${shorten(kid, 10, 4)}` : ""}`
+      ? `${scheme}${kid && !hmac ? ` · kid ${shorten(kid, 10, 4)}` : ""}`
       : signature === "not-needed"
         ? "AES-GCM tag verified"
         : "";
