@@ -13,6 +13,7 @@ import {
   b64decode,
   contentDigest,
   contentDigestMatches,
+  deriveAnswerKey,
   parseStructuredDictionary,
   requiredSignatureComponents,
   unverifiedResponseSignature,
@@ -237,9 +238,19 @@ describe("RFC 9421 response signatures", () => {
 });
 
 describe("the worked examples (tests/vectors/signature.json)", () => {
-  test("there are worked examples, a body-carrying and a bodiless one", () => {
-    assert.ok(workedExamples.length >= 2);
-    assert.ok(workedExamples.some((example) => example.request.headers["X-Encrypted-Aes-Key"] || example.request.headers["X-Hybrid-JWE"]));
+  const hexBytes = (hex) => Uint8Array.from(Buffer.from(hex, "hex"));
+  const isHmac = (example) => example.alg === "hmac-sha256";
+
+  test("there are worked examples: a signed refusal, and HMAC-bound answers with and without a body", () => {
+    assert.ok(workedExamples.length >= 3);
+    assert.ok(workedExamples.some((example) => !isHmac(example) && example.response.headers["X-Hybrid-Refusal"]));
+    const bound = workedExamples.filter(isHmac);
+    assert.ok(bound.some((example) => example.request.headers["X-Encrypted-Aes-Key"] && example.response.body === ""));
+    assert.ok(bound.some((example) => example.request.body !== "" && example.response.body.includes('"encryptedData"')));
+    for (const example of bound) {
+      assert.equal(example.kid, "cek");
+      assert.equal(example.response.headers["X-Hybrid-Refusal"], undefined);
+    }
   });
 
   for (const example of workedExamples) {
@@ -249,7 +260,13 @@ describe("the worked examples (tests/vectors/signature.json)", () => {
       headers: example.response.headers,
       body: new TextEncoder().encode(example.response.body),
     };
-    const keyFor = (keyid) => (keyid === keys[example.key].kid ? keys[example.key].jwk : null);
+    /** The signing key by kid; for "hmac-sha256", the answer key of the CEK (the client's own). */
+    const keyForCek = (cekBytes) => async (keyid, alg) => {
+      if (alg === "hmac-sha256") return keyid === "cek" ? await deriveAnswerKey(cekBytes) : null;
+      return example.key && keyid === keys[example.key].kid ? keys[example.key].jwk : null;
+    };
+    const cekBytes = isHmac(example) ? hexBytes(example.cek_hex) : undefined;
+    const keyFor = keyForCek(cekBytes);
 
     test(`${example.description.slice(0, 60)}...: every step as PROTOCOL.md gives it`, async () => {
       assert.equal(await contentDigest(example.request.body), example.request.headers["Content-Digest"]);
@@ -265,15 +282,52 @@ describe("the worked examples (tests/vectors/signature.json)", () => {
     });
 
     test(`${example.description.slice(0, 60)}...: one thing changed does not verify`, async () => {
+      /** `text` with the character at `index` (alphanumeric) replaced by another. */
+      const oneByteChanged = (text, index) => {
+        assert.match(text[index], /[A-Za-z0-9]/);
+        return text.slice(0, index) + (text[index] === "A" ? "B" : "A") + text.slice(index + 1);
+      };
+      const changedBody = Uint8Array.from(response.body.length ? response.body : [0]);
+      changedBody[changedBody.length - 1] ^= 1;
+      const withResponseHeader = (name, value) => ({ response: { ...response, headers: { ...response.headers, [name]: value } } });
+      const withRequestHeader = (name, value) => ({ request: { ...request, headers: { ...request.headers, [name]: value } } });
       const changes = [
-        { response: { ...response, status: response.status === 401 ? 409 : 200 } },
+        { response: { ...response, status: response.status + 1 } },
         { response: { ...response, body: new TextEncoder().encode(example.response.body + " ") } },
+        { response: { ...response, body: changedBody } },
+        withResponseHeader("Content-Digest", oneByteChanged(response.headers["Content-Digest"], 12)),
+        withResponseHeader("Signature", oneByteChanged(response.headers.Signature, 20)),
+        withResponseHeader("Signature-Input", response.headers["Signature-Input"].replace(`created=${example.created}`, `created=${example.created + 1}`)),
         { request: { ...request, method: request.method === "POST" ? "PUT" : "POST" } },
-        { request: { ...request, headers: { ...request.headers, "Content-Digest": "sha-256=:ri43uTXI5iu4E306wvxlGT8JpR8nThqz5H+h0KZDaBA=:" } } },
+        withRequestHeader("Content-Digest", "sha-256=:ri43uTXI5iu4E306wvxlGT8JpR8nThqz5H+h0KZDaBA=:"),
+        withRequestHeader("Content-Digest", oneByteChanged(request.headers["Content-Digest"], 12)),
       ];
+      if (request.headers["X-Encrypted-Aes-Key"]) {
+        changes.push(withRequestHeader("X-Encrypted-Aes-Key", oneByteChanged(request.headers["X-Encrypted-Aes-Key"], 4)));
+      }
+      if (response.headers["X-Hybrid-Refusal"]) {
+        changes.push(withResponseHeader("X-Hybrid-Refusal", "unknown_kez"));
+      }
       for (const change of changes) {
         await assert.rejects(verifyResponseSignature({ request, response, keyFor, ...change }), isInvalidSignature);
       }
     });
+
+    if (isHmac(example)) {
+      test(`${example.description.slice(0, 60)}...: the answer key of the CEK, and no other`, async () => {
+        const key = await deriveAnswerKey(cekBytes);
+        const signature = b64decode(example.signature_b64);
+        const base = new TextEncoder().encode(example.signature_base);
+        assert.equal(await crypto.subtle.verify("HMAC", key, signature, base), true, "deriveAnswerKey is answer_key_hex");
+        const answerKey = await crypto.subtle.importKey("raw", hexBytes(example.answer_key_hex), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
+        assert.equal(await crypto.subtle.verify("HMAC", answerKey, signature, base), true);
+        const wrongCek = Uint8Array.from(cekBytes);
+        wrongCek[0] ^= 1;
+        await assert.rejects(verifyResponseSignature({ request, response, keyFor: keyForCek(wrongCek) }), isInvalidSignature);
+        // The signing keys cannot vouch for an HMAC binding, nor a caller that offers no key.
+        const signingKeyOnly = (keyid) => (keyid === keys.identity_1.kid ? keys.identity_1.jwk : null);
+        await assert.rejects(verifyResponseSignature({ request, response, keyFor: signingKeyOnly }), isInvalidSignature);
+      });
+    }
   }
 });
