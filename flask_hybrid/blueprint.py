@@ -27,6 +27,7 @@ from .errors import (
     PayloadTooLarge,
     RateLimited,
     error_body,
+    refusal_headers,
 )
 from .exceptions import as_http_exception
 from .middleware import (
@@ -36,7 +37,6 @@ from .middleware import (
     EncryptedRequest,
     bearer_token,
     log_refusal,
-    refusal_headers,
 )
 from .ratelimit import client_key
 from .state import HybridState

@@ -115,3 +115,11 @@ def error_body(error: HybridError | type[HybridError]) -> bytes:
     return json.dumps(
         {"error": error.error, "message": error.description}, separators=(",", ":")
     ).encode()
+
+
+def refusal_headers(error: HybridError) -> list[tuple[str, str]]:
+    """The headers of a refusal, beside :func:`error_body` (``Retry-After`` on a 429)."""
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+    if isinstance(error, RateLimited):
+        headers.append(("Retry-After", str(error.retry_after)))
+    return headers

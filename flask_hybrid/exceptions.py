@@ -54,7 +54,9 @@ class HybridError(errors.HybridError, HTTPException):  # type: ignore[misc]
     def get_headers(
         self, environ: WSGIEnvironment | None = None, scope: Any = None
     ) -> list[tuple[str, str]]:
-        return [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+        # Before the Werkzeug class in every flavour's MRO: no WWW-Authenticate on a 401 (the
+        # token is ours), and Retry-After on a 429 as the middleware sends it.
+        return errors.refusal_headers(self)
 
 
 class InvalidPayload(errors.InvalidPayload, HybridError, BadRequest):  # type: ignore[misc]
@@ -64,19 +66,9 @@ class InvalidPayload(errors.InvalidPayload, HybridError, BadRequest):  # type: i
 class InvalidSession(errors.InvalidSession, HybridError, Unauthorized):  # type: ignore[misc]
     """401 ``invalid_session``."""
 
-    def get_headers(
-        self, environ: WSGIEnvironment | None = None, scope: Any = None
-    ) -> list[tuple[str, str]]:
-        return HybridError.get_headers(self)  # no WWW-Authenticate: the token is ours
-
 
 class UnknownKey(errors.UnknownKey, HybridError, Unauthorized):  # type: ignore[misc]
     """401 ``unknown_key``."""
-
-    def get_headers(
-        self, environ: WSGIEnvironment | None = None, scope: Any = None
-    ) -> list[tuple[str, str]]:
-        return HybridError.get_headers(self)
 
 
 class ReplayedRequest(errors.ReplayedRequest, HybridError, Conflict):  # type: ignore[misc]
@@ -93,11 +85,6 @@ class EncryptionRequired(errors.EncryptionRequired, HybridError, UnsupportedMedi
 
 class RateLimited(errors.RateLimited, HybridError, TooManyRequests):  # type: ignore[misc]
     """429 ``rate_limited``, with ``Retry-After``."""
-
-    def get_headers(
-        self, environ: WSGIEnvironment | None = None, scope: Any = None
-    ) -> list[tuple[str, str]]:
-        return [*HybridError.get_headers(self), ("Retry-After", str(self.retry_after))]
 
 
 class StoreUnavailable(errors.StoreUnavailable, HybridError, ServiceUnavailable):  # type: ignore[misc]

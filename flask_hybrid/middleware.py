@@ -28,11 +28,11 @@ from .errors import (
     InvalidPayload,
     InvalidSession,
     PayloadTooLarge,
-    RateLimited,
     ReplayedRequest,
     StoreUnavailable,
     UnknownKey,
     error_body,
+    refusal_headers,
 )
 from .sessions import LiveSession, looks_like_session_id
 from .state import HybridState
@@ -600,14 +600,6 @@ def answered_request(environ: WSGIEnvironment) -> signatures.AnsweredRequest:
     """The request parts a response signature covers, read from the environ as sent."""
     headers = [(name, environ[key]) for name, key in _SIGNED_REQUEST_HEADERS if key in environ]
     return signatures.AnsweredRequest(environ.get("REQUEST_METHOD", "GET"), headers)
-
-
-def refusal_headers(error: HybridError) -> list[tuple[str, str]]:
-    """The headers of a refusal (the body is :func:`~flask_hybrid.errors.error_body`)."""
-    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
-    if isinstance(error, RateLimited):
-        headers.append(("Retry-After", str(error.retry_after)))
-    return headers
 
 
 def log_refusal(environ: WSGIEnvironment, error: HybridError, kind: str | None) -> None:
