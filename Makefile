@@ -35,14 +35,17 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Debian's Chromium for the browser tests (never a downloaded browser build).
-$(CHROMIUM):
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+# Debian's Chromium for the browser tests (never a downloaded browser build), redis-sentinel for
+# the Sentinel tests (the Cluster ones use redis-server itself) and wrk, the bench's load generator.
+DEBIAN_TOOLS := $(CHROMIUM) /usr/bin/redis-sentinel /usr/bin/wrk
+$(DEBIAN_TOOLS) &:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		chromium redis-server redis-sentinel wrk >/dev/null
 
 run: $(RUN_STAMP)
 	PORT=$(PORT) $(BIN)/python app.py
 
-test: $(DEV_STAMP) $(NODE_STAMP) $(CHROMIUM)
+test: $(DEV_STAMP) $(NODE_STAMP) $(DEBIAN_TOOLS)
 	$(BIN)/python -m pytest
 
 lint: $(DEV_STAMP)
@@ -50,7 +53,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy flask_hybrid
 
-bench: $(DEV_STAMP)
+bench: $(DEV_STAMP) /usr/bin/wrk
 	$(BIN)/python -m bench
 
 clean:
