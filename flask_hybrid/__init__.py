@@ -32,8 +32,9 @@ if TYPE_CHECKING:
         UnknownKey,
     )
     from .extension import HybridEncryption
+    from .keypool import KeyPool
     from .middleware import ENVIRON_KEY, EncryptedRequest, HybridMiddleware
-    from .sessions import KeyPool, SessionManager
+    from .sessions import SessionManager
     from .state import HybridState
 
 __version__ = "0.2.0.dev0"
@@ -62,7 +63,7 @@ _LAZY = {
     "ENVIRON_KEY": ".middleware",
     "EncryptedRequest": ".middleware",
     "HybridMiddleware": ".middleware",
-    "KeyPool": ".sessions",
+    "KeyPool": ".keypool",
     "SessionManager": ".sessions",
     "HybridState": ".state",
 }

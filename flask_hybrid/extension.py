@@ -14,9 +14,10 @@ from .config import DEFAULTS, ConfigVars, Settings
 from .core.keyring import KeyRing
 from .core.rsa import PrivateKey, has_implicit_rejection, load_private_key
 from .instance import development_identity_key, development_jwt_secret
+from .keypool import KeyPool
 from .middleware import HybridMiddleware
 from .ratelimit import RateLimits, limit_storage_from_url
-from .sessions import KeyPool, SessionManager
+from .sessions import SessionManager
 from .state import HybridState
 from .stores import SessionStore, store_from_url
 from .stores.base import is_redis_url
