@@ -24,6 +24,8 @@ class HybridError(Exception):
     error: str = "invalid_payload"
     description: str = "The encrypted payload could not be processed."
     default_reason: str = "malformed"
+    #: Set on a refusal whose body is RFC 9457 ``application/problem+json`` of this ``type``.
+    problem_type: str | None = None
 
     def __init__(self, reason: str | None = None) -> None:
         # The message is the table code only: the cause never travels in str(exception). Not
@@ -86,6 +88,21 @@ class RateLimited(HybridError):
         self.retry_after = max(1, int(retry_after))
 
 
+class KeyConfigMismatch(HybridError):
+    """Format H (EHBP): the request is not sealed to any HPKE key this server holds.
+
+    EHBP's key-configuration problem (its SPEC §5.4.2): 422 ``application/problem+json`` of
+    ``type`` ``urn:ietf:params:ehbp:error:key-config``, on which the published clients raise their
+    ``KeyConfigMismatchError`` so the caller can refetch ``/.well-known/hpke-keys`` and resend.
+    """
+
+    code = 422
+    error = "key_config_mismatch"
+    description = "The request is not encrypted to a current key; fetch the keys and retry."
+    default_reason = "hpke_key_unknown"
+    problem_type = "urn:ietf:params:ehbp:error:key-config"
+
+
 class StoreUnavailable(HybridError):
     """The session store could not be reached; raised by the stores for any driver error."""
 
@@ -105,6 +122,7 @@ ERRORS: dict[str, type[HybridError]] = {
         PayloadTooLarge,
         EncryptionRequired,
         RateLimited,
+        KeyConfigMismatch,
         StoreUnavailable,
     )
 }
@@ -112,6 +130,9 @@ ERRORS: dict[str, type[HybridError]] = {
 
 def error_body(error: HybridError | type[HybridError]) -> bytes:
     """The exact JSON bytes of a refusal: the same for every cause within a code."""
+    if error.problem_type is not None:  # RFC 9457, with the table's code as an extension member
+        problem = {"type": error.problem_type, "title": error.description, "status": error.code}
+        return json.dumps({**problem, "error": error.error}, separators=(",", ":")).encode()
     return json.dumps(
         {"error": error.error, "message": error.description}, separators=(",", ":")
     ).encode()
@@ -119,7 +140,8 @@ def error_body(error: HybridError | type[HybridError]) -> bytes:
 
 def refusal_headers(error: HybridError) -> list[tuple[str, str]]:
     """The headers of a refusal, beside :func:`error_body` (``Retry-After`` on a 429)."""
-    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+    media_type = "application/json" if error.problem_type is None else "application/problem+json"
+    headers = [("Content-Type", media_type), ("Cache-Control", "no-store")]
     if isinstance(error, RateLimited):
         headers.append(("Retry-After", str(error.retry_after)))
     return headers

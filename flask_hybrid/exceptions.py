@@ -24,6 +24,7 @@ from werkzeug.exceptions import (
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
+    UnprocessableEntity,
     UnsupportedMediaType,
 )
 
@@ -85,6 +86,10 @@ class EncryptionRequired(errors.EncryptionRequired, HybridError, UnsupportedMedi
 
 class RateLimited(errors.RateLimited, HybridError, TooManyRequests):  # type: ignore[misc]
     """429 ``rate_limited``, with ``Retry-After``."""
+
+
+class KeyConfigMismatch(errors.KeyConfigMismatch, HybridError, UnprocessableEntity):  # type: ignore[misc]
+    """422 ``key_config_mismatch`` (format H), as ``application/problem+json``."""
 
 
 class StoreUnavailable(errors.StoreUnavailable, HybridError, ServiceUnavailable):  # type: ignore[misc]
