@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from uuid import uuid4
 
@@ -77,6 +78,8 @@ class RedisServerProcess:
 
     :meth:`stop` and :meth:`start` take it down and bring it back *on the same port*, which is
     what outage and recovery tests need: a client built once sees the server vanish and return.
+    :meth:`freeze` (SIGSTOP) makes it stop answering without refusing connections: the kernel
+    still accepts them, only timeouts tell. ``extra_args`` are more ``redis-server`` options.
 
     ::
 
@@ -85,12 +88,15 @@ class RedisServerProcess:
             server.stop()
     """
 
-    def __init__(self, executable: str | None = None) -> None:
+    def __init__(self, executable: str | None = None, *, extra_args: Sequence[str] = ()) -> None:
         self.executable = executable or find_redis_server()
         self.port = free_port()
+        self.extra_args = list(extra_args)
         self._workdir = tempfile.TemporaryDirectory(prefix="flask-hybrid-redis-")
-        self.log_path = Path(self._workdir.name) / "redis.log"
+        self.workdir = Path(self._workdir.name)
+        self.log_path = self.workdir / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._frozen = False
 
     @property
     def url(self) -> str:
@@ -100,11 +106,14 @@ class RedisServerProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def start(self) -> None:
-        """Start the server (again) and wait until it answers; raise if it does not."""
-        if self.running:
-            return
-        command = [
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    def command(self) -> list[str]:
+        """The command line that starts the server."""
+        return [
             self.executable,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
@@ -113,9 +122,18 @@ class RedisServerProcess:
             "--daemonize", "no",
             "--dir", self._workdir.name,
             "--logfile", str(self.log_path),
+            *self.extra_args,
         ]  # fmt: skip
+
+    def start(self) -> None:
+        """Start the server (again) and wait until it answers; raise if it does not."""
+        if self.running:
+            return
         self._process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not answers_ping("127.0.0.1", self.port):
@@ -126,8 +144,20 @@ class RedisServerProcess:
                 )
             time.sleep(0.02)
 
+    def freeze(self) -> None:
+        """SIGSTOP the server: connections are still accepted by the kernel, nothing answers."""
+        os.kill(self.pid, signal.SIGSTOP)
+        self._frozen = True
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen server."""
+        if self._frozen and self.running:
+            os.kill(self.pid, signal.SIGCONT)
+        self._frozen = False
+
     def stop(self) -> None:
-        """Stop the server; its port is closed when this returns."""
+        """Stop the server (thawing it first if frozen); its port is closed when this returns."""
+        self.thaw()
         process, self._process = self._process, None
         if process is None:
             return
@@ -230,3 +260,8 @@ def own_redis_server() -> Iterator[RedisServerProcess]:
         yield server
     finally:
         server.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Serve the topology fixtures (a Redis Cluster, a Sentinel-watched master) too."""
+    config.pluginmanager.import_plugin("tests.redis_topologies")

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from uuid import uuid4
 
 import pytest
 import redis
@@ -20,7 +21,14 @@ from flask_hybrid.stores import (
     store_from_url,
 )
 from flask_hybrid.stores.memory import SWEEP_INTERVAL
+from flask_hybrid.stores.urls import TopologyURL, parse_topology_url
 from tests.redis_server import RedisServerProcess, escape_glob, free_port
+from tests.redis_topologies import (
+    ClusterTopology,
+    SentinelTopology,
+    delete_under,
+    topology_prefix,
+)
 
 BOUND_SECONDS = 2.0
 
@@ -57,7 +65,8 @@ def memory_backend() -> Backend:
     return Backend(store, lambda: sorted(store._entries), raw_ttl_ms, clock.advance)
 
 
-def redis_backend(url: str, prefix: str, client: redis.Redis) -> Backend:
+def redis_backend(url: str, prefix: str, client: redis.Redis | redis.RedisCluster) -> Backend:
+    """A store on ``url``; ``client`` sees the same keys (on a cluster: on every master)."""
     store = RedisStore(url, key_prefix=prefix)
 
     def raw_keys() -> list[str]:
@@ -70,18 +79,37 @@ def redis_backend(url: str, prefix: str, client: redis.Redis) -> Backend:
     return Backend(store, raw_keys, raw_ttl_ms, time.sleep)
 
 
-@pytest.fixture(params=[pytest.param("memory", id="memory"), pytest.param("redis", id="redis")])
+@pytest.fixture(
+    params=[
+        pytest.param("memory", id="memory"),
+        pytest.param("redis", id="redis"),
+        pytest.param("cluster", id="cluster"),
+        pytest.param("sentinel", id="sentinel"),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    raw_client: redis.Redis | redis.RedisCluster | None = None
     if request.param == "memory":
         built = memory_backend()
-    else:
+    elif request.param == "redis":
         built = redis_backend(
             request.getfixturevalue("redis_url"),
             request.getfixturevalue("redis_prefix"),
             request.getfixturevalue("redis_client"),
         )
+    elif request.param == "cluster":
+        cluster: ClusterTopology = request.getfixturevalue("redis_cluster")
+        raw_client = cluster.client()
+        built = redis_backend(cluster.url, topology_prefix(), raw_client)
+    else:
+        sentinel: SentinelTopology = request.getfixturevalue("redis_sentinel")
+        raw_client = redis.Redis(host="127.0.0.1", port=sentinel.master_port())
+        built = redis_backend(sentinel.url, topology_prefix(), raw_client)
     yield built
     built.store.close()
+    if raw_client is not None:
+        delete_under(raw_client, built.store.key_prefix)
+        raw_client.close()
 
 
 def test_satisfies_protocol(backend: Backend) -> None:
@@ -389,3 +417,124 @@ def test_redis_store_uses_one_pool(own_redis_server: RedisServerProcess) -> None
     assert len(clients.client_list()) == 2
     clients.close()
     store.close()
+
+
+# --- Redis Cluster and Sentinel URLs ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param(
+            "redis+cluster://10.0.0.1:7000,10.0.0.2:7001",
+            TopologyURL("redis+cluster", (("10.0.0.1", 7000), ("10.0.0.2", 7001))),
+            id="cluster",
+        ),
+        pytest.param(
+            "redis+cluster://redis-a,[::1]:7002",
+            TopologyURL("redis+cluster", (("redis-a", 6379), ("::1", 7002))),
+            id="cluster-default-port-ipv6",
+        ),
+        pytest.param(
+            "redis+cluster://:p%40ss%3Aword@h:1",
+            TopologyURL("redis+cluster", (("h", 1),), None, "p@ss:word"),
+            id="cluster-password-percent-encoded",
+        ),
+        pytest.param(
+            "redis+sentinel://app:pw@s1:26379,s2/mymaster",
+            TopologyURL("redis+sentinel", (("s1", 26379), ("s2", 26379)), "app", "pw", "mymaster"),
+            id="sentinel",
+        ),
+    ],
+)
+def test_topology_urls_parse(url: str, expected: TopologyURL) -> None:
+    parsed = parse_topology_url(url)
+    assert parsed == expected
+    assert parsed.password == expected.password  # not part of the repr, still compared
+    assert "pw" not in repr(parsed) and "word" not in repr(parsed)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("redis+sentinel://:hunter2@s1:26379", id="sentinel-without-service"),
+        pytest.param("redis+sentinel://:hunter2@s1:26379/a/b", id="sentinel-two-segments"),
+        pytest.param("redis+cluster://:hunter2@h:1/3", id="cluster-db"),
+        pytest.param("redis+cluster://:hunter2@h:1?ssl=true", id="cluster-query"),
+        pytest.param("redis+cluster://:hunter2@h:99999", id="port-range"),
+        pytest.param("redis+cluster://:hunter2@h:1,,h:2", id="empty-host"),
+        pytest.param("redis+cluster://:hunter2@[::1", id="open-bracket"),
+    ],
+)
+def test_topology_urls_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(ValueError) as exc_info:
+        store_from_url(url)
+    assert "hunter2" not in str(exc_info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("redis+cluster://127.0.0.1:{port}", id="cluster"),
+        pytest.param("redis+sentinel://127.0.0.1:{port}/mymaster", id="sentinel"),
+    ],
+)
+def test_topology_store_builds_without_a_server_and_fails_quickly(url: str) -> None:
+    """An app starts while its cluster or Sentinels are unreachable; calls are 503s meanwhile."""
+    store = store_from_url(url.format(port=free_port()), key_prefix="app:", timeout=0.25)
+    assert isinstance(store, RedisStore)
+    for call in STORE_CALLS:
+        started = time.monotonic()
+        with pytest.raises(StoreError) as exc_info:
+            call.values[0](store)  # type: ignore[attr-defined]
+        assert time.monotonic() - started < BOUND_SECONDS
+        assert_bare_store_error(exc_info.value)
+    store.close()
+
+
+def test_cluster_key_prefix_with_a_hash_tag_is_refused() -> None:
+    with pytest.raises(ValueError, match="hash tag"):
+        store_from_url("redis+cluster://127.0.0.1:7000", key_prefix="{app}:")
+    store_from_url("redis+cluster://127.0.0.1:7000", key_prefix="app{}:").close()  # empty tag
+    store_from_url("redis://127.0.0.1:7000", key_prefix="{app}:").close()  # one server
+
+
+def test_cluster_keys_spread_over_the_masters(redis_cluster: ClusterTopology) -> None:
+    """No hash tag pins the store's keys to one slot: sessions and jti records land on every
+    master, and each operation is one key (so no CROSSSLOT error can happen)."""
+    store = RedisStore(redis_cluster.url, key_prefix=topology_prefix())
+    client = redis_cluster.client()
+    for index in range(60):
+        store.set(f"{uuid4()}", b"session", 60)
+        assert store.add(f"jti:{index}", b"1", 60) is True
+    holders = {
+        client.get_node_from_key(key).port
+        for key in client.scan_iter(match=escape_glob(store.key_prefix) + "*")
+    }
+    assert holders == {node.port for node in redis_cluster.nodes}
+    delete_under(client, store.key_prefix)
+    client.close()
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["cluster", "sentinel"])
+def test_topology_store_accepts_a_client(request: pytest.FixtureRequest, kind: str) -> None:
+    """A caller-built client (the way to TLS or other options) is used as it is, not closed."""
+    from redis.sentinel import Sentinel
+
+    prefix = topology_prefix()
+    sentinel: Sentinel | None = None
+    client: redis.Redis | redis.RedisCluster
+    if kind == "cluster":
+        client = request.getfixturevalue("redis_cluster").client()
+    else:
+        topology: SentinelTopology = request.getfixturevalue("redis_sentinel")
+        sentinel = Sentinel([("127.0.0.1", s.port) for s in topology.sentinels])
+        client = sentinel.master_for("hybrid-master", socket_timeout=1)
+    store = RedisStore(client, key_prefix=prefix)
+    store.set("sid", b"state", 60)
+    assert client.get(prefix + "sid") == b"state"
+    store.close()
+    assert client.ping() is True
+    client.delete(prefix + "sid")
+    client.close()
+    if sentinel is not None:
+        sentinel.close()

@@ -2,7 +2,8 @@
 
 A store keeps opaque bytes under string keys for a whole number of seconds. The session layer
 depends only on :class:`SessionStore`; which backend runs is configuration
-(``memory://`` or ``redis://…``), in the manner of Flask-Limiter's storage URLs.
+(``memory://``, ``redis://…``, ``redis+cluster://…``, ``redis+sentinel://…``), in the manner of
+Flask-Limiter's storage URLs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..errors import StoreUnavailable
 #: bare so that no key or value can reach a log or a response through its message.
 StoreError = StoreUnavailable
 
-REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "redis+sentinel"})
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -73,13 +74,16 @@ def store_from_url(url: str, *, key_prefix: str = "hybrid:", timeout: float = 0.
     """Build the store a URL names.
 
     ``memory://`` gives a :class:`~flask_hybrid.stores.MemoryStore` (one process only);
-    ``redis://``, ``rediss://`` and ``unix://`` give a :class:`~flask_hybrid.stores.RedisStore`
-    whose calls give up after about ``timeout`` seconds. Any other scheme is a
-    :class:`ValueError` that names the scheme but not the URL, which may hold a password.
+    ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://host:port[,host:port…]`` and
+    ``redis+sentinel://host:port[,host:port…]/service_name`` give a
+    :class:`~flask_hybrid.stores.RedisStore` whose calls give up after about ``timeout``
+    seconds. Any other scheme is a :class:`ValueError` that names the scheme but not the URL,
+    which may hold a password.
 
     ::
 
         store = store_from_url("redis://localhost:6379/0", key_prefix="myapp:")
+        store = store_from_url("redis+sentinel://10.0.0.5:26379,10.0.0.6:26379/mymaster")
     """
     # Case-sensitive, as redis-py's parser is; only a well-formed scheme goes into the message.
     match = _SCHEME.match(url)
@@ -93,5 +97,6 @@ def store_from_url(url: str, *, key_prefix: str = "hybrid:", timeout: float = 0.
 
         return RedisStore(url, key_prefix=key_prefix, timeout=timeout)
     raise ValueError(
-        f"unsupported session store scheme {scheme!r}; use memory://, redis://, rediss:// or unix://"
+        f"unsupported session store scheme {scheme!r}; use memory://, redis://, rediss://, "
+        "unix://, redis+cluster:// or redis+sentinel://"
     )
