@@ -181,6 +181,28 @@ def create_blueprint(
     def jwks() -> Response:
         return _json_response(state.keyring.jwks())
 
+    def hpke_keys() -> Response:
+        """Format H's key config (RFC 9458 ``application/ohttp-keys``, the current key only).
+
+        EHBP clients fetch it at the origin's root whatever the blueprint's prefix, so it is put
+        on the app itself, at ``/.well-known/hpke-keys``; 404 when no HPKE keys are configured.
+        Behind a path-mounting proxy or ``SCRIPT_NAME``, that root path must reach this app.
+        """
+        keys = state.keyring.hpke
+        if keys is None:
+            return Response(status=404)
+        return Response(
+            keys.key_config(),
+            mimetype="application/ohttp-keys",  # exactly: both clients compare it whole
+            headers={"Cache-Control": "no-cache"},  # a rotation must show at the next fetch
+        )
+
+    blueprint.record_once(
+        lambda setup: setup.app.add_url_rule(
+            "/.well-known/hpke-keys", "hybrid_hpke_keys", hpke_keys, methods=["GET"]
+        )
+    )
+
     @_refusing
     def handshake() -> Response:
         raw_body = request.stream.read(_MAX_HANDSHAKE_BODY + 1)  # capped, chunked or not

@@ -19,7 +19,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
-from .core import rsa
+from .core import hpke, rsa
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -30,9 +30,24 @@ cli = AppGroup("hybrid", help="flask-hybrid: identity keys and secrets.")
 @cli.command("keygen", with_appcontext=False)  # runs before the app has a key
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--bits", default=3072, show_default=True, type=click.IntRange(min=2048))
-def keygen(path: Path, bits: int) -> None:
-    """Write a new RSA identity key (PKCS#8 PEM, mode 0600) to PATH, for HYBRID_IDENTITY_KEYS."""
-    pem = rsa.private_pem(rsa.generate_private_key(bits))  # before the file exists: none half-made
+@click.option(
+    "--hpke",
+    "hpke_key",
+    is_flag=True,
+    help="Write an X25519 key for format H (HYBRID_HPKE_KEYS) instead.",
+)
+def keygen(path: Path, bits: int, hpke_key: bool) -> None:
+    """Write a new RSA identity key (PKCS#8 PEM, mode 0600) to PATH, for HYBRID_IDENTITY_KEYS.
+
+    With --hpke, an X25519 key (PKCS#8 PEM, mode 0600) for format H's HYBRID_HPKE_KEYS.
+    """
+    if hpke_key:
+        source = click.get_current_context().get_parameter_source("bits")
+        if source is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError("--bits is for RSA keys; an X25519 key has no size to choose")
+        pem = hpke.HpkePrivateKey.generate().private_pem()
+    else:
+        pem = rsa.private_pem(rsa.generate_private_key(bits))  # before the file: none half-made
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -16,6 +16,7 @@ class ConfigVars:
 
     IDENTITY_KEYS = "HYBRID_IDENTITY_KEYS"
     SIGNING_KEYS = "HYBRID_SIGNING_KEYS"
+    HPKE_KEYS = "HYBRID_HPKE_KEYS"
     JWT_SECRET = "HYBRID_JWT_SECRET"  # noqa: S105 - the name of a key, not a secret
     DEVELOPMENT = "HYBRID_DEVELOPMENT"
     STORE_URL = "HYBRID_STORE_URL"
@@ -41,6 +42,7 @@ class ConfigVars:
 DEFAULTS: dict[str, Any] = {
     ConfigVars.IDENTITY_KEYS: None,  # PEM texts or file paths, current first
     ConfigVars.SIGNING_KEYS: None,  # PEM texts or file paths, current first; None: identity keys
+    ConfigVars.HPKE_KEYS: None,  # format H: X25519 PEM texts or file paths, current first
     ConfigVars.JWT_SECRET: None,
     ConfigVars.DEVELOPMENT: None,  # None: follow app.debug or app.testing
     ConfigVars.STORE_URL: "memory://",

@@ -11,9 +11,10 @@ import os
 import secrets
 from pathlib import Path
 
-from .core import rsa
+from .core import hpke, rsa
 
 IDENTITY_KEY_FILE = "hybrid-identity-key.pem"
+HPKE_KEY_FILE = "hybrid-hpke-key.pem"
 JWT_SECRET_FILE = "hybrid-jwt-secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -38,6 +39,14 @@ def development_identity_key(instance_path: str | os.PathLike[str]) -> bytes:
     if path.exists():
         return path.read_bytes()
     return _read_or_create(path, rsa.private_pem(rsa.generate_private_key()))
+
+
+def development_hpke_key(instance_path: str | os.PathLike[str]) -> bytes:
+    """The PEM of the instance folder's X25519 key for format H, generated on first use."""
+    path = Path(instance_path) / HPKE_KEY_FILE
+    if path.exists():
+        return path.read_bytes()
+    return _read_or_create(path, hpke.HpkePrivateKey.generate().private_pem())
 
 
 def development_jwt_secret(instance_path: str | os.PathLike[str]) -> bytes:

@@ -134,3 +134,23 @@ def test_an_error_in_the_apps_own_code_keeps_its_traceback(tmp_path: Path) -> No
     result = flask_cli(tmp_path, "keys", app=module)
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "a bug in the app's own code" in result.stderr
+
+
+def test_keygen_hpke_writes_an_x25519_key(tmp_path: Path) -> None:
+    from flask_hybrid.core.hpke import load_private_key
+
+    result = flask_cli(tmp_path, "keygen", "hpke.pem", "--hpke")
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "hpke.pem"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = load_private_key(path.read_bytes())
+    assert len(key.public_bytes) == 32
+    again = flask_cli(tmp_path, "keygen", "hpke.pem", "--hpke")
+    assert_one_line_error(again, "already exists")
+    assert load_private_key(path.read_bytes()) == key
+
+
+def test_keygen_hpke_refuses_bits(tmp_path: Path) -> None:
+    result = flask_cli(tmp_path, "keygen", "hpke.pem", "--hpke", "--bits", "4096")
+    assert result.returncode == 2 and "--bits" in result.stderr
+    assert not (tmp_path / "hpke.pem").exists()

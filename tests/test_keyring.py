@@ -118,3 +118,62 @@ def test_bad_signing_keys_are_refused_at_start_up_naming_the_key(
     for configured in ([small], [str(tmp_path / "missing.pem")]):
         with pytest.raises((ValueError, RuntimeError), match="HYBRID_SIGNING_KEYS"):
             make_app(HYBRID_SIGNING_KEYS=configured)
+
+
+# --- format H: the HPKE key set, the instance key, /.well-known/hpke-keys ---------------------
+def test_hpke_key_set_first_advertised_all_kept() -> None:
+    from flask_hybrid.core.hpke import HpkePrivateKey, KeyConfig
+
+    current, previous = HpkePrivateKey.generate(), HpkePrivateKey.generate()
+    ring = KeyRing([IDENTITY_1], hpke_keys=[current, previous])
+    assert ring.hpke is not None
+    assert ring.hpke.current == current and list(ring.hpke) == [current, previous]
+    assert KeyConfig.parse(ring.hpke.key_config()) == KeyConfig(0, current.public_bytes)
+    assert KeyRing([IDENTITY_1]).hpke is None
+    with pytest.raises(ValueError, match="twice"):
+        KeyRing([IDENTITY_1], hpke_keys=[current, current])
+    with pytest.raises(ValueError, match="at least one"):
+        KeyRing([IDENTITY_1], hpke_keys=[])
+
+
+def test_development_hpke_key_is_made_once(tmp_path: Path) -> None:
+    from flask_hybrid.core.hpke import load_private_key
+    from flask_hybrid.instance import HPKE_KEY_FILE, development_hpke_key
+
+    first = development_hpke_key(tmp_path / "instance")
+    assert development_hpke_key(tmp_path / "instance") == first
+    assert (tmp_path / "instance" / HPKE_KEY_FILE).stat().st_mode & 0o077 == 0
+    load_private_key(first)  # an X25519 PKCS#8 PEM
+
+
+def test_hpke_config_key_has_a_visible_default() -> None:
+    from flask_hybrid.config import DEFAULTS, ConfigVars
+
+    assert ConfigVars.HPKE_KEYS == "HYBRID_HPKE_KEYS"
+    assert DEFAULTS[ConfigVars.HPKE_KEYS] is None
+
+
+@pytest.mark.parametrize("prefix", ["/hybrid", "/deep/prefix"])
+def test_well_known_hpke_keys_at_the_origin_root(vector_keys: dict[str, Any], prefix: str) -> None:
+    import ehbp as tinfoil
+    from flask import Flask
+
+    from flask_hybrid import HybridEncryption
+    from flask_hybrid.core.hpke import HpkePrivateKey
+
+    flask_app = Flask(__name__)
+    flask_app.config.update(base_config(vector_keys, HYBRID_URL_PREFIX=prefix))
+    HybridEncryption(flask_app)
+    client = flask_app.test_client()
+    assert client.get("/.well-known/hpke-keys").status_code == 404  # no HPKE keys: no format H
+    state = flask_app.extensions["hybrid"]
+    current, previous = HpkePrivateKey.generate(), HpkePrivateKey.generate()
+    state.keyring = KeyRing(
+        [key.private_key for key in state.keyring], hpke_keys=[current, previous]
+    )
+    response = client.get("/.well-known/hpke-keys")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/ohttp-keys"  # exactly
+    identity = tinfoil.ServerIdentity.unmarshal_public_config(response.data)
+    assert identity.public_key_bytes() == current.public_bytes
+    assert client.get(f"{prefix}/.well-known/hpke-keys").status_code == 404

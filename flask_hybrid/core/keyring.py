@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
 
 from ..errors import InvalidPayload
 from .encoding import b64url_decode, b64url_encode, loads_json_object
+from .hpke import HpkePrivateKey, KeyConfig
 from .rsa import MIN_KEY_BITS, PrivateKey, PublicKey, load_private_key, public_pem
 
 
@@ -70,6 +71,42 @@ def _ring(private_keys: Iterable[PrivateKey], what: str) -> tuple[IdentityKey, .
     return keys
 
 
+class HpkeKeySet:
+    """Format H's X25519 keys (``HYBRID_HPKE_KEYS``), current first.
+
+    Only the current key is advertised (:meth:`key_config`, what ``/.well-known/hpke-keys``
+    serves: EHBP clients read one ``key_config``); every key still decrypts, so requests sealed
+    to the previous key during a rotation open. An EHBP request names no key: the request opener
+    tries them in this order.
+    """
+
+    def __init__(self, keys: Iterable[HpkePrivateKey]) -> None:
+        self._keys = tuple(keys)
+        if not self._keys:
+            raise ValueError("an HPKE key set needs at least one key")
+        if len({key.public_bytes for key in self._keys}) != len(self._keys):
+            raise ValueError("the same HPKE key is configured twice")
+
+    @property
+    def current(self) -> HpkePrivateKey:
+        return self._keys[0]
+
+    @property
+    def keys(self) -> tuple[HpkePrivateKey, ...]:
+        return self._keys
+
+    def key_config(self) -> bytes:
+        """The RFC 9458 ``key_config`` of the current key, ``key_id`` 0 as EHBP's server sends
+        (the request carries no key id, so it could not pick a key anyway)."""
+        return KeyConfig(0, self.current.public_bytes).encode()
+
+    def __iter__(self) -> Iterator[HpkePrivateKey]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 class KeyRing:
     """Identity keys and signing keys, current first. Iterating yields the identity keys.
 
@@ -88,6 +125,8 @@ class KeyRing:
         self,
         private_keys: Iterable[PrivateKey],
         signing_keys: Iterable[PrivateKey] | None = None,
+        *,
+        hpke_keys: Iterable[HpkePrivateKey] | None = None,
     ) -> None:
         self._keys = _ring(private_keys, "identity")
         if not self._keys:
@@ -100,6 +139,7 @@ class KeyRing:
             if not self._signing_keys:
                 raise ValueError("a key ring needs at least one signing key")
         self._signing_by_kid = {key.kid: key for key in self._signing_keys}
+        self._hpke = None if hpke_keys is None else HpkeKeySet(hpke_keys)
 
     @classmethod
     def from_pems(
@@ -128,6 +168,11 @@ class KeyRing:
     def separate_signing_keys(self) -> bool:
         """Whether signing keys were configured apart from the identity keys."""
         return self._signing_keys is not self._keys
+
+    @property
+    def hpke(self) -> HpkeKeySet | None:
+        """Format H's X25519 keys (``hpke_keys``), or ``None`` when none were given."""
+        return self._hpke
 
     def get(self, kid: str) -> IdentityKey | None:
         """The identity key with this kid: the only keys a request may be encrypted to."""
