@@ -17,7 +17,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from limits import RateLimitItem, parse
@@ -27,10 +29,14 @@ from limits.strategies import FixedWindowRateLimiter
 
 from .errors import RateLimited
 from .stores.base import is_redis_url
+from .stores.urls import CLUSTER_SCHEME, TOPOLOGY_SCHEMES, parse_topology_url
 
 logger = logging.getLogger("flask_hybrid")
 
 IPV6_PREFIX = 64
+#: Seconds the limits are skipped after their storage failed: while a master is down, each
+#: request would otherwise wait out a timeout here before the store's own 503 (or success).
+OUTAGE_PAUSE = 1.0
 
 
 def client_key(address: str | None) -> str:
@@ -77,26 +83,112 @@ def parse_limit(value: str | None, config_key: str) -> RateLimitItem | None:
 def limit_storage_from_url(
     url: str, *, key_prefix: str = "hybrid:ratelimit", timeout: float = 0.5
 ) -> Storage:
-    """The ``limits`` storage a URL names: ``memory://`` or a Redis URL (redis-py's schemes).
+    """The ``limits`` storage a URL names: ``memory://``, a Redis URL (redis-py's schemes), a
+    Redis Cluster (``redis+cluster://host:port[,host:port…]``) or a Sentinel-managed master
+    (``redis+sentinel://host:port[,host:port…]/service_name``), as ``limits`` names them.
 
     Redis counters live under ``key_prefix`` (so ``redis-cli --scan --pattern 'hybrid:*'`` finds
-    every key the app owns) and each call gives up after about ``timeout`` seconds and one retry,
-    as the session store does. Any other scheme is a :class:`ValueError` naming the scheme only.
+    every key the app owns), one key per limit and client, and each call gives up after about
+    ``timeout`` seconds without a retry: a limiter that cannot count lets the request through.
+    Counters on Sentinel are read and written on the master. A cluster client is built on first
+    use, so the app starts while the cluster is unreachable. Any other scheme is a
+    :class:`ValueError` naming the scheme only.
     """
     if url == "memory://":
         return MemoryStorage(wrap_exceptions=True)
-    if is_redis_url(url):
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        options: dict[str, Any] = {
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-            "retry": Retry(NoBackoff(), 1),
-        }
-        return RedisStorage(url, key_prefix=key_prefix, wrap_exceptions=True, **options)
     scheme = url.partition("://")[0] if "://" in url else ""
-    raise ValueError(f"unsupported rate limit storage scheme {scheme!r}; use memory:// or redis://")
+    if not is_redis_url(url):
+        raise ValueError(
+            f"unsupported rate limit storage scheme {scheme!r}; use memory://, redis://, "
+            "redis+cluster:// or redis+sentinel://"
+        )
+    from limits.storage import RedisClusterStorage, RedisSentinelStorage
+
+    from .stores.redis import bounded_retry, redis_timeouts
+
+    options: dict[str, Any] = {**redis_timeouts(timeout), "retry": bounded_retry(0)}
+    if scheme not in TOPOLOGY_SCHEMES:
+        return RedisStorage(url, key_prefix=key_prefix, wrap_exceptions=True, **options)
+    topology = parse_topology_url(url)
+    # The credentials as redis-py reads them (percent-decoded), and a URL without them for
+    # limits, whose parse errors repeat the URL.
+    credentials = {
+        name: value
+        for name, value in (("username", topology.username), ("password", topology.password))
+        if value is not None
+    }
+    bare_url = topology.without_credentials()
+    if scheme == CLUSTER_SCHEME:
+        return DeferredStorage(
+            lambda: RedisClusterStorage(
+                bare_url,
+                key_prefix=key_prefix,
+                wrap_exceptions=True,
+                require_full_coverage=False,
+                **credentials,
+                **options,
+            )
+        )
+    return RedisSentinelStorage(
+        bare_url,
+        key_prefix=key_prefix,
+        wrap_exceptions=True,
+        use_replicas=False,
+        sentinel_kwargs={**credentials, **options},
+        **credentials,
+        **options,
+    )
+
+
+class DeferredStorage(Storage):
+    """A ``limits`` storage built on first use, and again after a failed build.
+
+    ``limits`` connects a Redis Cluster storage when it is built; deferring that keeps an app
+    starting while its cluster is unreachable, and its limits counting once it answers. Errors
+    of the build or of a call (``RedisClusterException`` is no ``RedisError``) are raised as
+    ``limits``' ``StorageError``.
+    """
+
+    STORAGE_SCHEME = None
+
+    def __init__(self, build: Callable[[], Storage]) -> None:
+        super().__init__(wrap_exceptions=True)
+        self._build = build
+        self._storage: Storage | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        from redis.exceptions import RedisClusterException, RedisError
+
+        return (RedisError, RedisClusterException, OSError)
+
+    @property
+    def storage(self) -> Storage:
+        """The built storage; built now if it is not yet."""
+        if self._storage is None:
+            with self._lock:
+                if self._storage is None:
+                    self._storage = self._build()
+        return self._storage
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return self.storage.incr(key, expiry, amount)
+
+    def get(self, key: str) -> int:
+        return self.storage.get(key)
+
+    def get_expiry(self, key: str) -> float:
+        return self.storage.get_expiry(key)
+
+    def check(self) -> bool:
+        return self.storage.check()
+
+    def reset(self) -> int | None:
+        return self.storage.reset()
+
+    def clear(self, key: str) -> None:
+        self.storage.clear(key)
 
 
 class RateLimits:
@@ -105,7 +197,9 @@ class RateLimits:
     Each ``hit_*`` method counts one request and raises :class:`~flask_hybrid.errors.RateLimited`
     (with ``retry_after``, whole seconds until the window resets) when the address is over its
     limit. A limit of ``None`` is off. If the storage cannot be reached the request is let
-    through and a warning is logged: a limiter outage must not take the API down.
+    through and a warning is logged: a limiter outage must not take the API down. After such a
+    failure the limits are skipped for :data:`OUTAGE_PAUSE` seconds, so a down master costs each
+    request at most one wait here, not one per request, and the storage is not hammered.
 
     Windows are fixed and start at an address's first request (the ``limits`` library's
     fixed-window strategy, Flask-Limiter's default), so ``"600 per minute"`` lets 600 requests
@@ -130,6 +224,7 @@ class RateLimits:
         self._jwe = parse_limit(jwe, "HYBRID_JWE_LIMIT")
         self.storage = storage if storage is not None else MemoryStorage(wrap_exceptions=True)
         self._limiter = FixedWindowRateLimiter(self.storage)
+        self._paused_until = 0.0  # time.monotonic(); see OUTAGE_PAUSE
 
     def hit_handshake(self, address: str | None) -> None:
         """Count a handshake (``POST {prefix}/session``) from ``address``."""
@@ -142,12 +237,15 @@ class RateLimits:
     def _hit(self, limit: RateLimitItem | None, scope: str, address: str | None) -> None:
         if limit is None:
             return
+        if time.monotonic() < self._paused_until:
+            return
         key = client_key(address)
         try:
             if self._limiter.hit(limit, scope, key):
                 return
             reset_at = self._limiter.get_window_stats(limit, scope, key).reset_time
         except (StorageError, OSError):
+            self._paused_until = time.monotonic() + OUTAGE_PAUSE
             logger.warning("flask-hybrid: the rate limit storage is unavailable; not limiting")
             return
         retry_after = max(1, math.ceil(reset_at - time.time()))  # the storages' clock
