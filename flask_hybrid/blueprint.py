@@ -15,11 +15,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, request
+from flask.json.provider import DefaultJSONProvider
 from flask.sansio.blueprints import BlueprintSetupState
 
 from . import signals
 from .core import formats, signatures
-from .core.encoding import dumps_compact, loads_json_object
+from .core.encoding import NOT_PARSED, dumps_compact, loads_json_object
 from .errors import (
     EncryptionRequired,
     HybridError,
@@ -32,6 +33,7 @@ from .errors import (
 from .exceptions import as_http_exception
 from .middleware import (
     ENVIRON_KEY,
+    JSON_KEY,
     REFUSAL_KEY,
     REFUSAL_RAISED_KEY,
     EncryptedRequest,
@@ -99,6 +101,19 @@ def refuse(error: HybridError) -> NoReturn:
     raise as_http_exception(error)
 
 
+def _reuse_checked_json(app: Flask, environ: dict[str, Any]) -> None:
+    """Give ``request.get_json()`` the value the middleware built while checking the plaintext,
+    so a JSON body is parsed once per request, not twice.
+
+    Only for Flask's default JSON provider, whose ``loads`` is ``json.loads`` with no options:
+    the value is what it would build. An app with its own provider (``Decimal`` floats, orjson)
+    parses the body itself, as usual.
+    """
+    value = environ.pop(JSON_KEY, NOT_PARSED)
+    if value is not NOT_PARSED and type(app.json) is DefaultJSONProvider:
+        request._cached_json = (value, value)  # what get_json() caches after parsing
+
+
 def _check_content_digest(body: bytes) -> None:
     """The request's ``Content-Digest``, if it has one, must be that of ``body`` (400)."""
     digest = signatures.RequestDigest(request.headers.get("Content-Digest"))
@@ -154,6 +169,7 @@ def create_blueprint(
         app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
         encrypted: EncryptedRequest | None = environ.get(ENVIRON_KEY)
         if encrypted is not None:
+            _reuse_checked_json(app, environ)
             signals.request_decrypted.send(
                 app, format=encrypted.format, session_id=encrypted.session_id
             )

@@ -27,6 +27,7 @@ from flask_hybrid.errors import (
     UnknownKey,
     error_body,
 )
+from flask_hybrid.exchange import wire_limit
 
 from .builders import (
     e_envelope,
@@ -362,8 +363,26 @@ def test_jti_replay_holds_across_processes(
 # --- 413 payload_too_large ----------------------------------------------------------------------
 def test_declared_length_over_limit_is_refused_unread(make_app: Callable[..., Flask]) -> None:
     flask_app = make_app(HYBRID_MAX_BODY=1024)
-    envelope, _ = e_envelope(identity_public_key(flask_app), b'{"pad":"' + b"x" * 2000 + b'"}')
+    envelope, _ = e_envelope(identity_public_key(flask_app), b'{"pad":"' + b"x" * 20000 + b'"}')
+    assert len(json.dumps(envelope)) > wire_limit(1024)
     assert_refused(_e(flask_app, envelope), PayloadTooLarge)
+
+
+@pytest.mark.parametrize("size", [1024, 1025])
+def test_the_limit_counts_the_plaintext(make_app: Callable[..., Flask], size: int) -> None:
+    """HYBRID_MAX_BODY is the largest plaintext: its ciphertext (base64, 4/3 as large) fits."""
+    flask_app = make_app(HYBRID_MAX_BODY=1024)
+    plaintext = b'{"pad":"' + b"x" * (size - 10) + b'"}'
+    assert len(plaintext) == size
+    kid = state_of(flask_app).keyring.current.kid
+    public_key = identity_public_key(flask_app)
+    token, _ = j_token(public_key, j_header(kid, "POST", "/api/echo"), plaintext)
+    envelope, _ = e_envelope(public_key, plaintext)
+    for response in (post_jose(flask_app, "/api/echo", token), _e(flask_app, envelope)):
+        if size <= 1024:
+            assert response.status_code == 200
+        else:
+            assert_refused(response, PayloadTooLarge)
 
 
 class CountingStream(io.RawIOBase):
@@ -391,7 +410,7 @@ def test_chunked_body_is_read_no_further_than_the_limit(app: Flask) -> None:
         start_response("200 OK", [])
         return [b""]
 
-    limit = state.settings.max_body
+    limit = wire_limit(state.settings.max_body)  # what an encrypted plaintext that size takes
     middleware = HybridMiddleware(inner, state)
     stream = CountingStream()
     environ = {
@@ -538,7 +557,7 @@ def test_payload_too_large_over_real_http(live_server_factory: Callable[..., Any
     port = live.server.server_port
     for chunked in (False, True):
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        body = b'{"ek":"' + b"A" * 20_000 + b'"}'
+        body = b'{"ek":"' + b"A" * (wire_limit(4096) + 1) + b'"}'
         headers = {"X-Encryption-Enabled": "true", "Content-Type": "application/json"}
         if chunked:
             connection.request(

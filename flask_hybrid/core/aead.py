@@ -7,6 +7,7 @@ here, before any key schedule runs.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,9 +27,40 @@ def new_cek() -> bytes:
     return os.urandom(CEK_SIZE)
 
 
+class _RandomBytes(threading.local):
+    """Bytes from the OS's CSPRNG, fetched a page at a time per thread and never handed out twice.
+
+    ``os.urandom`` is one system call that also lets go of the GIL; under a threaded server
+    a request then waits for the GIL again behind other threads. A page serves 341 nonces, and
+    each thread has its own, so no lock is needed. After a fork the child starts empty: it must
+    not hand out bytes its parent also holds.
+    """
+
+    page = b""
+    offset = 0
+
+    def take(self, count: int) -> bytes:
+        if self.offset + count > len(self.page):
+            self.page, self.offset = os.urandom(max(4096, count)), 0
+        start = self.offset
+        self.offset = start + count
+        return self.page[start : self.offset]
+
+
+_random = _RandomBytes()
+
+
+def _forget_random_bytes() -> None:
+    global _random
+    _random = _RandomBytes()
+
+
+os.register_at_fork(after_in_child=_forget_random_bytes)
+
+
 def new_iv() -> bytes:
-    """A fresh random 12-byte GCM nonce."""
-    return os.urandom(IV_SIZE)
+    """A fresh random 12-byte GCM nonce (from a per-thread page of OS randomness)."""
+    return _random.take(IV_SIZE)
 
 
 def seal(

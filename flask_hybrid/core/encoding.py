@@ -23,6 +23,13 @@ B64_CHUNK = 64 * 1024
 _B64_TEXT = re.compile(rb"[A-Za-z0-9+/]*={0,2}")  # one character class: no per-character state
 _B64URL_TEXT = re.compile(rb"[A-Za-z0-9_-]*")
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# Canonical spelling, checked without decoding: the character before the padding carries bits
+# past the data's end (4 with "==", 2 with "="), which must be zero. These are the characters
+# (their byte values) whose value has those low bits clear; unpadded base64url likewise.
+_STANDARD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_URLSAFE = _STANDARD.translate(bytes.maketrans(b"+/", b"-_"))
+_LAST_BEFORE_PADDING = {1: frozenset(_STANDARD[::4]), 2: frozenset(_STANDARD[::16])}
+_LAST_URLSAFE = {3: frozenset(_URLSAFE[::4]), 2: frozenset(_URLSAFE[::16])}
 
 
 def b64encode(data: bytes) -> str:
@@ -54,10 +61,10 @@ def b64_decoded_size(text: object) -> int:
         raise InvalidPayload("bad_base64")
     if not data:
         return 0
-    last_quantum = bytes(data[-4:])
-    if base64.b64encode(binascii.a2b_base64(last_quantum)) != last_quantum:
+    pad = (data[-1] == 0x3D) + (data[-2] == 0x3D)  # "="
+    if pad and data[-1 - pad] not in _LAST_BEFORE_PADDING[pad]:
         raise InvalidPayload("bad_base64")  # stray bits: a second spelling of the same bytes
-    return len(data) // 4 * 3 - last_quantum.count(b"=")
+    return len(data) // 4 * 3 - pad
 
 
 def b64decode(text: object) -> bytes:
@@ -78,11 +85,8 @@ def b64url_decoded_size(text: object) -> int:
     remainder = len(data) % 4
     if remainder == 1 or not _B64URL_TEXT.fullmatch(data):
         raise InvalidPayload("bad_base64")
-    if remainder:
-        last = bytes(data[-remainder:])
-        padded = last.translate(_URLSAFE_TO_STANDARD) + b"=" * (4 - remainder)
-        if base64.b64encode(binascii.a2b_base64(padded)) != padded:
-            raise InvalidPayload("bad_base64")  # stray bits: a second spelling of the same bytes
+    if remainder and data[-1] not in _LAST_URLSAFE[remainder]:
+        raise InvalidPayload("bad_base64")  # stray bits: a second spelling of the same bytes
     return len(data) // 4 * 3 + max(remainder - 1, 0)
 
 
@@ -136,18 +140,24 @@ def loads_json(data: bytes | str) -> Any:
         raise InvalidPayload("not_json") from None
 
 
-def check_json_text(data: bytes | bytearray) -> None:
-    """Refuse anything :func:`loads_json` would refuse, without building the value.
+#: What :func:`check_json_text` returns for a document it checked without building its value.
+NOT_PARSED: Any = type("NotParsed", (), {"__repr__": lambda self: "NOT_PARSED"})()
+
+
+def check_json_text(data: bytes | bytearray) -> Any:
+    """Refuse anything :func:`loads_json` would refuse; return the value if it was built.
 
     Memory stays a small fraction of ``data`` whatever it holds (see :mod:`.strictjson`). A
     small document with few containers goes through the C parser instead, ten times faster:
     its tree is at most a few hundred objects, and it cannot nest deeper than the scanner's
     limit, so both checks give the same answer (``tests/test_core_json.py`` holds them equal).
+    That value is returned, so that nobody parses the same text twice; a larger document's
+    check builds nothing and returns :data:`NOT_PARSED`.
     """
     if len(data) <= _SMALL_JSON and data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
-        loads_json(bytes(data))
-    else:
-        check_json(data)
+        return loads_json(bytes(data))
+    check_json(data)
+    return NOT_PARSED
 
 
 def loads_json_object(data: bytes | str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import InvalidPayload, ReplayedRequest, UnknownKey
 from . import aead, jwe
 from .encoding import (
+    NOT_PARSED,
     Buffer,
     JsonObjectText,
     b64_decoded_size,
@@ -52,12 +53,13 @@ def _string_fields(body: object, names: tuple[str, ...]) -> dict[str, Any]:
     return body
 
 
-def require_json(plaintext: bytes | bytearray) -> None:
+def require_json(plaintext: bytes | bytearray) -> Any:
     """Refuse a plaintext that is not strict UTF-8 JSON where JSON is declared.
 
-    Builds nothing: the memory it needs stays a small fraction of the plaintext.
+    Returns its value when the check built it (small documents), else ``NOT_PARSED``: a large
+    document is checked without building it, so memory stays a small fraction of it.
     """
-    check_json_text(plaintext)
+    return check_json_text(plaintext)
 
 
 def _b64_exact(text: object, size: int) -> bytes:
@@ -408,10 +410,12 @@ def decrypt_request(token: jwe.UnverifiedJWE, cek: bytes, *, allow_empty: bool) 
     return plaintext
 
 
-def check_request_plaintext(header: dict[str, Any], plaintext: bytes | bytearray) -> None:
-    """JSON is required of a non-empty J plaintext unless ``cty`` names another type."""
+def check_request_plaintext(header: dict[str, Any], plaintext: bytes | bytearray) -> Any:
+    """JSON is required of a non-empty J plaintext unless ``cty`` names another type; its value
+    when the check built it, else ``NOT_PARSED``."""
     if plaintext and content_type_from_cty(header.get("cty")) == REQUEST_JSON_CONTENT_TYPE:
-        require_json(plaintext)
+        return require_json(plaintext)
+    return NOT_PARSED
 
 
 def open_request(token: jwe.UnverifiedJWE, cek: bytes, *, allow_empty: bool) -> bytes:
