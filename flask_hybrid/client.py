@@ -40,7 +40,7 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timezone
 from typing import Any, Literal
@@ -53,7 +53,7 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
 from . import errors
-from .core import aead, formats, jwe, rsa, signatures
+from .core import aead, ehbp, formats, hpke, jwe, rsa, signatures
 from .core.encoding import (
     b64encode,
     b64url_encode,
@@ -69,6 +69,7 @@ __all__ = [
     "HybridSession",
     "InvalidPayloadError",
     "InvalidSessionError",
+    "KeyConfigMismatchError",
     "PayloadTooLargeError",
     "RateLimitedError",
     "ReplayedRequestError",
@@ -84,10 +85,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Format = Literal["jwe", "session", "envelope"]
+Format = Literal["jwe", "session", "envelope", "ehbp"]
 EnvelopePadding = Literal["oaep", "pkcs1v15"]
 
-_FORMATS = ("jwe", "session", "envelope")
+_FORMATS = ("jwe", "session", "envelope", "ehbp")
 _PADDINGS = ("oaep", "pkcs1v15")
 _JOSE = "application/jose"
 _JSON = formats.JSON_CONTENT_TYPE
@@ -166,6 +167,16 @@ class StoreUnavailableError(HybridClientError):
     code = errors.StoreUnavailable.error
 
 
+class KeyConfigMismatchError(HybridClientError):
+    """Format H: the server holds no key the request was sealed to (its 422 problem).
+
+    The client has refetched ``/.well-known/hpke-keys`` already; it resends by itself once when
+    the body can be sent again (bytes, str, ``json=``), and raises this for a streamed body.
+    """
+
+    code = errors.KeyConfigMismatch.error
+
+
 class SignatureError(HybridClientError):
     """An answer that must carry a signature bound to its request has none, or a bad one.
 
@@ -193,6 +204,7 @@ _REFUSALS: dict[str, type[HybridClientError]] = {
         PayloadTooLargeError,
         EncryptionRequiredError,
         RateLimitedError,
+        KeyConfigMismatchError,
         StoreUnavailableError,
     )
 }
@@ -356,6 +368,112 @@ def _key_sets(body: bytes) -> tuple[dict[str, rsa.PublicKey], dict[str, rsa.Publ
     return encryption_keys, signing_keys
 
 
+# --- format H (EHBP) helpers -------------------------------------------------------------------
+_EHBP_HEADERS = (ehbp.ENCAPSULATED_KEY_HEADER, ehbp.RESPONSE_NONCE_HEADER)
+
+
+def _ehbp_body_source(
+    data: Any, json: Any, headers: CaseInsensitiveDict[Any]
+) -> tuple[Iterable[bytes], bool]:
+    """The plaintext body as chunks, and whether it can be sent again (for the 422 retry)."""
+    if data is not None and json is not None:
+        raise ValueError("pass json= or data=, not both")
+    if json is not None:
+        headers["Content-Type"] = _JSON
+        body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return (body.encode("utf-8"),), True
+    if data is None:
+        return (), True
+    if isinstance(data, str):
+        return (data.encode("utf-8"),), True
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return (bytes(data),), True
+    read = getattr(data, "read", None)
+    if callable(read):
+        return iter(lambda: read(ehbp.FRAME_SIZE), b""), False
+    if isinstance(data, Iterable) and not isinstance(data, Mapping):
+        return iter(data), False
+    raise TypeError("data= must be bytes, str, an iterable of bytes or a binary file")
+
+
+def _first_nonempty(chunks: Iterable[bytes]) -> Iterator[bytes] | None:
+    """The chunks from the first non-empty one on, or ``None`` when there is no byte at all."""
+    iterator = iter(chunks)
+    for chunk in iterator:
+        if len(chunk):
+            return _chained(chunk, iterator)
+    return None
+
+
+def _chained(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
+def _sealed_frames(sealer: ehbp.RequestSealer, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """64 KiB frames, sealed as the source is read: one frame of plaintext held at a time."""
+    pending = bytearray()
+    for chunk in chunks:
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError("a streamed body yields bytes")
+        pending += chunk
+        whole = len(pending) - len(pending) % ehbp.FRAME_SIZE
+        if whole:
+            yield sealer.seal(memoryview(pending)[:whole])
+            del pending[:whole]
+    if pending:
+        yield sealer.seal(bytes(pending))
+
+
+def _is_key_config_problem(status: int, headers: Mapping[str, str], body: bytes) -> bool:
+    """EHBP's 422 ``application/problem+json`` of type ``...:error:key-config``."""
+    media_type = headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if status != 422 or media_type != "application/problem+json":
+        return False
+    try:
+        problem = loads_json_object(body)
+    except InvalidPayload:
+        return False
+    return problem.get("type") == ehbp.KEY_CONFIG_PROBLEM_TYPE
+
+
+class _OpenedBody:
+    """Stands in for ``response.raw``: the sealed frames opened as they arrive.
+
+    ``requests`` reads a raw body through its ``stream()``, so ``response.iter_content(None)``
+    yields each authenticated frame's plaintext as soon as it is whole, and ``.content`` all of
+    them. A frame that does not open (or a body cut inside a frame) raises
+    :class:`ResponseError`, after the frames before it and never any byte of it.
+    """
+
+    def __init__(self, raw: Any, opener: ehbp.ResponseOpener, response: requests.Response) -> None:
+        self._raw = raw
+        self._opener = opener
+        self._response = response
+        self.headers = raw.headers
+
+    def stream(self, chunk_size: int | None = None, decode_content: bool = True) -> Iterator[bytes]:
+        try:
+            for data in self._raw.stream(ehbp.FRAME_SIZE, decode_content=False):
+                yield from self._opener.feed(data)
+            self._opener.finish()
+        except InvalidPayload:
+            raise ResponseError(
+                "the sealed response does not open", response=self._response
+            ) from None
+
+    def read(self, amt: int | None = None) -> bytes:  # for callers that read raw directly
+        return b"".join(self.stream())
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def release_conn(self) -> None:
+        release = getattr(self._raw, "release_conn", None)
+        if release is not None:
+            release()
+
+
 # --- state -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Session:
@@ -415,7 +533,16 @@ class HybridSession(requests.Session):
 
     :param base_url: the server's origin (and optional path prefix); request URLs are relative
         to it, and an absolute URL must share its origin.
-    :param format: ``"jwe"`` (format J), ``"session"`` (format S) or ``"envelope"`` (format E).
+    :param format: ``"jwe"`` (format J), ``"session"`` (format S), ``"envelope"`` (format E)
+        or ``"ehbp"`` (format H, EHBP: HPKE to ``/.well-known/hpke-keys`` at the origin's root;
+        ``data=`` may be bytes, str, an iterable of bytes or a binary file, sealed as 64 KiB
+        frames while it is read and sent chunked; with ``stream=True`` the answer's frames are
+        opened as they arrive, ``response.iter_content(None)`` yielding each authenticated
+        frame; the 422 key-config problem refetches the key and resends once when the body is
+        bytes, str or ``json=``. EHBP binds no method, path or time and has no replay
+        protection, and a bodiless request and its answer are plaintext; signatures, sessions
+        and ``Content-Digest`` are not used. ``pinned_kid`` is then the server's X25519 public
+        key in hex.)
     :param device_id: the S device id (default: a random one).
     :param reuse_key: S and J: one CEK (one wrapped key) for many requests, fresh IV and jti.
         A bodiless S request still wraps a fresh CEK, so its ``X-Encrypted-Aes-Key`` (which its
@@ -498,6 +625,7 @@ class HybridSession(requests.Session):
         self._key_set: _KeySet | None = None
         self._session: _Session | None = None
         self._reused_key: _ReusedKey | None = None
+        self._hpke_config: hpke.KeyConfig | None = None
 
     def __repr__(self) -> str:
         state = "open" if self._session is not None else "none"
@@ -540,6 +668,17 @@ class HybridSession(requests.Session):
         method = (method.decode("ascii") if isinstance(method, bytes) else method).upper()
         url = self._absolute_url(url.decode("ascii") if isinstance(url, bytes) else url)
         request_headers = CaseInsensitiveDict(headers or {})
+        if self.format == "ehbp":
+            return self._request_ehbp(
+                method,
+                url,
+                data,
+                json,
+                request_headers,
+                {"params": params, "cookies": cookies, "auth": auth, "hooks": hooks},
+                {"timeout": timeout, "proxies": proxies, "verify": verify, "cert": cert},
+                stream=bool(stream),
+            )
         user_content_type = request_headers.pop("Content-Type", None)
         body, content_type = self._plaintext(data, json, user_content_type)
         transport = {"timeout": timeout, "proxies": proxies, "verify": verify, "cert": cert}
@@ -892,6 +1031,123 @@ class HybridSession(requests.Session):
             raise ResponseError("the server's key set has no encryption key")
         kid = self.pinned_kid if self.pinned_kid is not None else next(iter(keys))
         return kid, keys[kid]
+
+    # -- format H (EHBP) -----------------------------------------------------------------------
+    def _request_ehbp(
+        self,
+        method: str,
+        url: str,
+        data: Any,
+        json: Any,
+        headers: CaseInsensitiveDict[Any],
+        extra: dict[str, Any],
+        transport: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> requests.Response:
+        """Format H: the body sealed to the server's HPKE key as 64 KiB frames, sent chunked;
+        the answer's frames opened as they arrive (``stream=True``: read them with
+        ``response.iter_content(None)``, one authenticated frame at a time)."""
+        for name in ("Content-Length", "Transfer-Encoding", *_EHBP_HEADERS):
+            headers.pop(name, None)
+        source, replayable = _ehbp_body_source(data, json, headers)
+        for attempt in (1, 2):
+            config = self._ehbp_key_config(transport, refetch=False)
+            body: Iterator[bytes] | None = None
+            sealer: ehbp.RequestSealer | None = None
+            first = _first_nonempty(source)  # a replayable source is a tuple: read afresh
+            wire_headers = CaseInsensitiveDict(headers)
+            if first is not None:  # a bodiless request goes as it is (EHBP's §7.4): plaintext
+                sealer = ehbp.RequestSealer(config.public_key)
+                wire_headers[ehbp.ENCAPSULATED_KEY_HEADER] = sealer.header_value
+                body = _sealed_frames(sealer, first)
+            prepared = self.prepare_request(
+                requests.Request(method, url, headers=wire_headers, data=body, **extra)
+            )
+            response_hooks, prepared.hooks = prepared.hooks, default_hooks()
+            settings = self.merge_environment_settings(
+                prepared.url,
+                transport["proxies"] or {},
+                True,
+                transport["verify"],
+                transport["cert"],
+            )
+            send_kwargs = {"timeout": transport["timeout"], **settings}
+            response = self.send(prepared, allow_redirects=False, **send_kwargs)
+            if sealer is None:
+                return dispatch_hook("response", response_hooks, response, **send_kwargs)
+            try:
+                response = self._finish_ehbp(response, sealer, stream=stream)
+            except KeyConfigMismatchError:
+                logger.debug("flask-hybrid: HPKE key unknown to the server, refetching the keys")
+                self._ehbp_key_config(transport, refetch=True)
+                if attempt == 2 or not replayable:
+                    raise
+                continue
+            return dispatch_hook("response", response_hooks, response, **send_kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _finish_ehbp(
+        self, response: requests.Response, sealer: ehbp.RequestSealer, *, stream: bool
+    ) -> requests.Response:
+        """Open a sealed answer, raise for a refusal, fail closed on an unsealed 2xx.
+
+        As EHBP says: an answer with ``Ehbp-Response-Nonce`` is opened whatever its status; one
+        without it is a failure when 2xx (a proxy may have swapped the body) and otherwise is
+        returned as an unauthenticated plaintext error (flask-hybrid's own refusals raised).
+        """
+        nonces = response.raw.headers.getlist(ehbp.RESPONSE_NONCE_HEADER) if response.raw else []
+        if not nonces:
+            content = response.content
+            if _is_key_config_problem(response.status_code, response.headers, content):
+                raise KeyConfigMismatchError("key_config_mismatch (422)", response=response)
+            refusal = _refusal(response, self._clock())
+            if refusal is not None:
+                raise refusal  # unsigned: never retried
+            if 200 <= response.status_code < 300:
+                raise ResponseError(
+                    "a 2xx answer to a sealed request is not sealed", response=response
+                )
+            return response
+        try:
+            if len(nonces) != 1:
+                raise InvalidPayload
+            opener = sealer.response_opener(nonces[0])
+        except InvalidPayload:
+            response.close()
+            raise ResponseError("the response nonce is not usable", response=response) from None
+        response.raw = _OpenedBody(response.raw, opener, response)
+        response.headers.pop("Content-Length", None)  # it counted the sealed bytes
+        if not stream:
+            response.content  # noqa: B018 - read and open it all now, raising if it fails
+        return response
+
+    def _ehbp_key_config(self, transport: dict[str, Any], *, refetch: bool) -> hpke.KeyConfig:
+        """The server's ``key_config`` from ``/.well-known/hpke-keys`` at the origin's root."""
+        with self._lock:
+            config = self._hpke_config
+            if config is not None and not refetch:
+                return config
+        scheme, netloc = urlsplit(self.base_url)[:2]
+        response = super().request(
+            "GET", f"{scheme}://{netloc}{ehbp.KEYS_PATH}", allow_redirects=False, **transport
+        )
+        media_type = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+        try:
+            if response.status_code != 200 or media_type != ehbp.KEYS_MEDIA_TYPE:
+                raise InvalidPayload
+            config = hpke.KeyConfig.parse(response.content)
+        except InvalidPayload:
+            raise ResponseError(
+                "the server's HPKE key config is not usable", response=response
+            ) from None
+        if self.pinned_kid is not None and config.public_key.hex() != self.pinned_kid.lower():
+            raise UnknownKeyError(
+                "the pinned HPKE public key is not the server's", response=response
+            )
+        with self._lock:
+            self._hpke_config = config
+        return config
 
     # -- format S sessions ---------------------------------------------------------------------
     def _current_session(self, transport: dict[str, Any]) -> _Session:
