@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -21,7 +22,8 @@ from flask_hybrid.ratelimit import RateLimits, client_key, limit_storage_from_ur
 
 from .builders import j_header, j_token, new_session, state_of
 from .conftest import base_config
-from .redis_server import free_port
+from .redis_server import escape_glob, free_port
+from .redis_topologies import delete_under, topology_prefix
 
 ECHO = b'{"n":1}'
 
@@ -255,3 +257,62 @@ def test_apps_limiter_disabled_leaves_the_handshake_working(
 ) -> None:
     flask_app, _ = app_with_its_own_limiter(vector_keys, tmp_path, RATELIMIT_ENABLED=False)
     assert [handshake(flask_app).status_code for _ in range(4)] == [201] * 4
+
+
+# --- Redis Cluster and Sentinel -----------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["cluster", "sentinel"])
+def test_limits_on_a_cluster_or_sentinel_are_shared_by_processes(
+    make_app: Callable[..., Flask], request: pytest.FixtureRequest, kind: str
+) -> None:
+    """The limiter follows the store's redis+cluster:// or redis+sentinel:// URL; its counters
+    are single keys under the app's prefix (on the master, for Sentinel)."""
+    topology = request.getfixturevalue(f"redis_{kind}")
+    prefix = topology_prefix()
+    config = {
+        "HYBRID_STORE_URL": topology.url,
+        "HYBRID_STORE_KEY_PREFIX": prefix,
+        "HYBRID_HANDSHAKE_LIMIT": "2 per minute",
+    }
+    first, second = make_app(**config), make_app(**config)
+    assert handshake(first, "198.51.100.7").status_code == 201
+    assert handshake(second, "198.51.100.7").status_code == 201
+    assert_rate_limited(handshake(first, "198.51.100.7"))
+    assert_rate_limited(handshake(second, "198.51.100.7"))
+    assert handshake(second, "198.51.100.8").status_code == 201
+    client = topology.client() if kind == "cluster" else None
+    if client is None:
+        client = redis.Redis(host="127.0.0.1", port=topology.master_port())
+    counters = list(client.scan_iter(match=escape_glob(f"{prefix}ratelimit") + "*"))
+    assert len(counters) == 2  # one key per limited address
+    delete_under(client, prefix)
+    client.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("redis+cluster://:hunter2@127.0.0.1:{port}", id="cluster"),
+        pytest.param("redis+sentinel://:hunter2@127.0.0.1:{port}/mymaster", id="sentinel"),
+    ],
+)
+def test_unreachable_topology_lets_requests_through_quickly(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture, url: str
+) -> None:
+    """The app starts without its cluster or Sentinels; one failed count pauses the limits
+    (OUTAGE_PAUSE), so the next requests do not each wait out a timeout."""
+    flask_app = make_app(
+        HYBRID_HANDSHAKE_LIMIT="1 per minute",
+        HYBRID_RATELIMIT_STORAGE_URL=url.format(port=free_port()),
+    )
+    caplog.set_level(logging.WARNING, logger="flask_hybrid")
+    started = time.monotonic()
+    assert [handshake(flask_app).status_code for _ in range(3)] == [201] * 3
+    assert time.monotonic() - started < 2
+    assert caplog.text.count("rate limit storage is unavailable") == 1
+    assert "hunter2" not in caplog.text
+
+
+def test_topology_storage_urls_are_refused_without_echoing_them() -> None:
+    with pytest.raises(ValueError) as refused:
+        limit_storage_from_url("redis+sentinel://:hunter2@127.0.0.1:26379")
+    assert "hunter2" not in str(refused.value)
