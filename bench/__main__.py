@@ -1,184 +1,358 @@
-"""Compare each format's request path with the plain request, as ratios measured in one run.
+"""``make bench``: every encrypted path against plain HTTP, in one run, as one table.
 
-Runs through Flask's test client (no sockets), so what is measured is flask-hybrid's own work:
-parsing, RSA unwrap, AES-GCM, sealing and signing. Client-side encryption is done ahead of the
-timed loop, so only the server's share is timed. Absolute times depend on the machine; the ratios
-are what to compare across changes.
+The demo app runs under gunicorn (2 gthread workers, a Redis store: format S sessions must be
+seen by both workers) and ``wrk`` sends pre-built requests (``bench/workload.py``, cycled by
+``bench/cycle.lua``). Every 1 KB case runs right after a plain run of its own, in every round;
+its ratios are the median over the rounds of case/plain. A case that pays RSA private
+operations is also set against its *floor*, the rate plain would reach if each request also
+paid those operations and nothing else: ``W / (W / plain + ops * t_rsa)`` with W workers and
+``t_rsa`` one RSA-2048 private operation timed in this run. Then the handshakes (paced and a
+burst of 16), a 10 MB body against a plain one (time and worker memory), and, in process, the
+symmetric part of format J against joserfc and jwcrypto.
 
-    python -m bench [--rounds N]
+    python -m bench [--quick] [--rounds N] [--duration S] [--markdown]
+                    [--out DIR] [--chart PNG] [--key-pool-size N]
+
+Output: the table on stdout (``--markdown``: also as Markdown), the results as JSON in
+``--out`` (default ``bench/results/``), and the chart (default ``docs/performance.png``; with
+``--quick``, beside the JSON). ``python -m bench.memory`` and ``python -m bench.timing`` are the
+in-process memory and PKCS#1 v1.5 timing benches.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import platform
+import secrets
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+import urllib.request
+from pathlib import Path
 from typing import Any
 
-import app as demo
-from flask_hybrid.core import aead, jwe, rsa
-from flask_hybrid.core.encoding import b64encode, b64url_encode
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-ORDER = json.dumps(
-    {
-        "order": {
-            "id": 1042,
-            "lines": [{"sku": f"SKU-{n}", "qty": n, "price": "9.90"} for n in range(20)],
-        }
-    }
-).encode()
+from . import bigbody, handshake, jose, loadgen, report
+from .server import ROOT, Server
+from .workload import CASES, OAEP_SHA256, Workload
+
+WORKERS = 2
+THREADS = 4
+WRK_THREADS = 2
+CONNECTIONS = 8
+HANDSHAKE_CLIENTS = 16
+PACED_INTERVAL = 0.05  # seconds between the paced handshakes' starts
 
 
-def _timed(run: Callable[[], Any], rounds: int) -> float:
-    for _ in range(max(3, rounds // 10)):  # warm-up
-        run()
-    samples = []
-    for _ in range(5):
+def time_rsa(key: rsa.RSAPrivateKey, budget: float) -> float:
+    """Median seconds of one RSA-2048 private operation (an OAEP unwrap, as the server does)."""
+    wrapped = key.public_key().encrypt(os.urandom(32), OAEP_SHA256)
+    samples: list[float] = []
+    deadline = time.perf_counter() + budget
+    while time.perf_counter() < deadline or len(samples) < 5:
         start = time.perf_counter()
-        for _ in range(rounds):
-            run()
-        samples.append((time.perf_counter() - start) / rounds)
+        for _ in range(10):
+            key.decrypt(wrapped, OAEP_SHA256)
+        samples.append((time.perf_counter() - start) / 10)
+    key.sign(b"x", padding.PKCS1v15(), hashes.SHA256())  # the same cost, for the record
     return statistics.median(samples)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=200)
-    rounds = parser.parse_args().rounds
+def bench_config(identity_pem_path: str, key_pool_size: int | None) -> dict[str, Any]:
+    """Generous limits: what is measured is the work of a request, not a refusal."""
+    config: dict[str, Any] = {
+        "HYBRID_IDENTITY_KEYS": [identity_pem_path],
+        "HYBRID_JWT_SECRET": secrets.token_hex(32),
+        "HYBRID_HANDSHAKE_LIMIT": "100000000 per minute",
+        "HYBRID_JWE_LIMIT": "100000000 per minute",
+        "HYBRID_REPLAY_WINDOW": 3600,
+        # 10 MB of plaintext is 13.3 MB of base64 on the wire.
+        "HYBRID_MAX_BODY": 32 * 1024 * 1024,
+    }
+    if key_pool_size is not None:
+        config["HYBRID_KEY_POOL_SIZE"] = key_pool_size
+    return config
 
-    flask_app = demo.create_app(
-        {
-            "HYBRID_STORE_URL": "memory://",
-            "HYBRID_HANDSHAKE_LIMIT": "1000000 per minute",
-            "HYBRID_JWE_LIMIT": "1000000 per minute",
-            "HYBRID_REPLAY_WINDOW": 3600,
+
+def _git_commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _kid(base_url: str) -> str:
+    with urllib.request.urlopen(base_url + "/hybrid/jwks.json", timeout=5) as answer:
+        keys = json.load(answer)["keys"]
+    return str(next(key["kid"] for key in keys if key.get("use", "enc") == "enc"))
+
+
+def _load_run(server: Server, case: loadgen.Case, seconds: int) -> dict[str, Any]:
+    server.reset_peaks()
+    result = loadgen.run_wrk(
+        server.base_url, case, seconds=seconds, threads=WRK_THREADS, connections=CONNECTIONS
+    )
+    return {
+        "rate": result.rate,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "requests": result.requests,
+        "errors": result.errors,
+        "distinct": result.distinct,
+        "peak_rss": max(server.peak_rss().values()),
+    }
+
+
+def run_handshakes(
+    server: Server, rounds: int, pool_size: int, log: Any, *, quick: bool = False
+) -> dict[str, Any]:
+    """Paced and burst handshakes; the pool is given time to refill before each."""
+    # The quiet period, then a key every ~80 ms on each of the 2 cores (the smoke run only
+    # gives it a second: its figures are not meant to be read).
+    refill = 0.5 if quick else 0.5 + 0.12 * pool_size
+    for _ in range(4 if quick else 8):  # start the workers' pools (new connections: any worker)
+        handshake.handshake("127.0.0.1", server.port, "warm-up")
+    samples: dict[str, list[float]] = {"paced": [], "burst": []}
+    errors = {"paced": 0, "burst": 0}
+    for number in range(rounds):
+        time.sleep(refill)
+        found, failed = handshake.paced("127.0.0.1", server.port, HANDSHAKE_CLIENTS, PACED_INTERVAL)
+        samples["paced"] += found
+        errors["paced"] += failed
+        time.sleep(refill)
+        found, failed = handshake.burst("127.0.0.1", server.port, HANDSHAKE_CLIENTS)
+        samples["burst"] += found
+        errors["burst"] += failed
+        log(f"handshakes, round {number + 1}/{rounds} done")
+    results = {}
+    for kind, found in samples.items():
+        p99 = handshake.percentile(found, 0.99) * 1000
+        results[kind] = {
+            "p50_ms": handshake.percentile(found, 0.50) * 1000,
+            "p99_ms": p99,
+            "max_ms": max(found) * 1000,
+            "samples": len(found),
+            "errors": errors[kind],
+            "met": errors[kind] == 0 and p99 <= report.HANDSHAKE_TARGETS_MS[kind],
         }
-    )
-    flask_app.instance_path = tempfile.mkdtemp(prefix="flask-hybrid-bench-")
-    client = flask_app.test_client()
-    state = flask_app.extensions["hybrid"]
-    identity = state.keyring.current
-    identity_public = identity.private_key.public_key()
+    return results
 
-    handshake_cek = aead.new_cek()
-    response = client.post(
-        "/hybrid/session", json={"aesKey": b64encode(handshake_cek), "deviceId": "bench"}
-    )
-    from flask_hybrid.core import formats
 
-    session = json.loads(formats.open_session_response(response.data, handshake_cek))
-    session_public = rsa.load_public_key(session["publicKey"])
-    session_headers = {
-        "Authorization": f"Bearer {session['token']}",
-        "X-Device-Id": "bench",
-        "X-Encryption-Enabled": "true",
-        "Content-Type": "application/json",
-    }
+def run_cases(
+    server: Server,
+    workload: Workload,
+    rounds: int,
+    seconds: int,
+    *,
+    warm: bool,
+    shared_plain: bool,
+    log: Any,
+) -> tuple[dict[str, Any], dict[str, Any], list[float], float]:
+    """Every 1 KB case after its own plain run, ``rounds`` times; with ``t_rsa`` each round.
 
-    def s_body(cek: bytes) -> bytes:
-        iv, ciphertext, tag = aead.seal(cek, ORDER)
-        return json.dumps(
-            {
-                "encryptedAesKey": b64encode(rsa.wrap_oaep(session_public, cek)),
-                "encryptedData": b64encode(ciphertext),
-                "iv": b64encode(iv),
-                "authTag": b64encode(tag),
-            }
-        ).encode()
-
-    def e_body(oaep: bool) -> bytes:
-        cek = aead.new_cek()
-        material = cek if oaep else b64encode(cek).encode()
-        iv, ciphertext, tag = aead.seal(cek, ORDER)
-        wrapped = identity_public.encrypt(material, rsa.OAEP_SHA256 if oaep else rsa.PKCS1V15)
-        return json.dumps(
-            {
-                "alg": "RSA-OAEP-256+AES-GCM" if oaep else "RSA+AES-GCM",
-                "ek": b64encode(wrapped),
-                "iv": b64encode(iv),
-                "ct": b64encode(ciphertext + tag),
-            }
-        ).encode()
-
-    reused_cek = aead.new_cek()
-    reused_wrapped = b64url_encode(rsa.wrap_oaep(identity_public, reused_cek))
-
-    def j_body(reuse: bool) -> str:
-        header = {
-            "alg": "RSA-OAEP-256",
-            "enc": "A256GCM",
-            "kid": identity.kid,
-            "htm": "POST",
-            "htu": "/api/echo",
-            "iat": int(time.time()),
-            "jti": b64url_encode(aead.new_cek()[:16]),
-            "cty": "json",
+    ``shared_plain`` (the smoke run) runs plain once a round, before all the cases.
+    """
+    key = rsa.generate_private_key(65537, 2048)
+    plain_case = workload.case("plain", 0)
+    if warm:
+        loadgen.run_wrk(server.base_url, plain_case, seconds=1, connections=CONNECTIONS)
+        for spec in CASES:
+            loadgen.run_wrk(
+                server.base_url, workload.case(spec.name, 2000), seconds=1, connections=CONNECTIONS
+            )
+    runs: dict[str, list[dict[str, Any]]] = {spec.name: [] for spec in CASES}
+    runs["plain"] = []
+    t_rsa: list[float] = []
+    for number in range(rounds):
+        t_rsa.append(time_rsa(key, 0.3))
+        plain: dict[str, Any] = {}
+        for spec in CASES:
+            if shared_plain and plain:  # the smoke run: one plain run for all its cases
+                plain = dict(plain)
+            else:
+                plain = _load_run(server, plain_case, seconds)
+                runs["plain"].append(plain)
+            # No encrypted case outruns plain: enough distinct requests for the whole run.
+            count = math.ceil(plain["rate"] * seconds * 1.3) + 200
+            case = workload.case(spec.name, count)
+            measured = _load_run(server, case, seconds)
+            measured["plain_rate"] = plain["rate"]
+            runs[spec.name].append(measured)
+            log(
+                f"round {number + 1}/{rounds}: {spec.name:<13} {measured['rate']:7.0f} req/s, "
+                f"plain {plain['rate']:7.0f} req/s"
+            )
+    rsa_seconds = statistics.median(t_rsa)
+    cases: dict[str, Any] = {}
+    for spec in CASES:
+        measured_runs = runs[spec.name]
+        ratios_plain = [run["rate"] / run["plain_rate"] for run in measured_runs]
+        floors = [
+            WORKERS / (WORKERS / run["plain_rate"] + spec.rsa_ops * rsa_seconds)
+            for run in measured_runs
+        ]
+        ratios_floor = [
+            run["rate"] / floor for run, floor in zip(measured_runs, floors, strict=True)
+        ]
+        ratio = statistics.median(ratios_floor if spec.target_of == "floor" else ratios_plain)
+        cases[spec.name] = {
+            "rate": statistics.median(run["rate"] for run in measured_runs),
+            "p50_ms": statistics.median(run["p50_ms"] for run in measured_runs),
+            "p99_ms": statistics.median(run["p99_ms"] for run in measured_runs),
+            "peak_rss": max(run["peak_rss"] for run in measured_runs),
+            "ratio_plain": statistics.median(ratios_plain),
+            "ratio_floor": statistics.median(ratios_floor),
+            "floor_rate": statistics.median(floors),
+            "rsa_ops": spec.rsa_ops,
+            "target": spec.target,
+            "target_of": spec.target_of,
+            "errors": sum(run["errors"] for run in measured_runs),
+            "resent": any(run["requests"] > run["distinct"] for run in measured_runs),
+            "met": ratio >= spec.target,
+            "rounds": measured_runs,
         }
-        if not reuse:
-            return jwe.encrypt(header, ORDER, aead.new_cek(), public_key=identity_public)
-        parts = jwe.encrypt(header, ORDER, reused_cek, public_key=identity_public).split(".")
-        parts[1] = reused_wrapped
-        return ".".join(parts)
-
-    total = rounds * 7 + 100
-    bodies: dict[str, list[Any]] = {
-        "S fresh CEK": [s_body(aead.new_cek()) for _ in range(total)],
-        "S reused CEK": [s_body(reused_cek)] * total,
-        "E OAEP, signed": [e_body(True) for _ in range(total)],
-        "E PKCS#1 v1.5, signed": [e_body(False) for _ in range(total)],
-        "J fresh CEK": [j_body(False) for _ in range(total)],
-        "J reused CEK": [j_body(True) for _ in range(total)],
+    plain_runs = runs["plain"]
+    plain_summary = {
+        "rate": statistics.median(run["rate"] for run in plain_runs),
+        "p50_ms": statistics.median(run["p50_ms"] for run in plain_runs),
+        "p99_ms": statistics.median(run["p99_ms"] for run in plain_runs),
+        "peak_rss": max(run["peak_rss"] for run in plain_runs),
+        "errors": sum(run["errors"] for run in plain_runs),
+        "rounds": plain_runs,
     }
-    senders: dict[str, Callable[[Any], Any]] = {
-        "S fresh CEK": lambda body: client.post("/api/echo", data=body, headers=session_headers),
-        "S reused CEK": lambda body: client.post("/api/echo", data=body, headers=session_headers),
-        "E OAEP, signed": lambda body: client.post(
-            "/api/echo", data=body, headers={"X-Encryption-Enabled": "true"}
-        ),
-        "E PKCS#1 v1.5, signed": lambda body: client.post(
-            "/api/echo", data=body, headers={"X-Encryption-Enabled": "true"}
-        ),
-        "J fresh CEK": lambda body: client.post(
-            "/api/echo", data=body, headers={"Content-Type": "application/jose"}
-        ),
-        "J reused CEK": lambda body: client.post(
-            "/api/echo", data=body, headers={"Content-Type": "application/jose"}
-        ),
+    return plain_summary, cases, t_rsa, rsa_seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 s a case, 1 round")
+    parser.add_argument("--rounds", type=int, help="rounds of every case (default 3)")
+    parser.add_argument("--duration", type=int, help="seconds of each wrk run (default 4)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown too")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--chart", type=Path, help="the PNG (default docs/performance.png)")
+    parser.add_argument(
+        "--key-pool-size", type=int, help="HYBRID_KEY_POOL_SIZE (default: the app's)"
+    )
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (1 if args.quick else 3)
+    seconds = args.duration or (1 if args.quick else 4)
+    chart_path = args.chart or (
+        args.out / "performance.png" if args.quick else ROOT / "docs" / "performance.png"
+    )
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    identity = rsa.generate_private_key(65537, 2048)
+    with tempfile.TemporaryDirectory(prefix="flask-hybrid-bench-") as scratch:
+        pem_path = Path(scratch) / "identity.pem"
+        pem_path.write_bytes(
+            identity.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        config = bench_config(str(pem_path), args.key_pool_size)
+        with Server(config, workers=WORKERS, threads=THREADS) as server:
+            log(f"gunicorn on {server.base_url}, workers {server.worker_pids()}")
+            from flask_hybrid.config import DEFAULTS, ConfigVars
+
+            pool_size = int(config.get("HYBRID_KEY_POOL_SIZE", DEFAULTS[ConfigVars.KEY_POOL_SIZE]))
+            handshakes = run_handshakes(server, rounds, pool_size, log, quick=args.quick)
+            workload = Workload(identity.public_key(), _kid(server.base_url))
+            session = handshake.handshake("127.0.0.1", server.port)
+            workload.start_session(session.token, session.public_key, session.device_id)
+            plain, cases, t_rsa_rounds, t_rsa = run_cases(
+                server,
+                workload,
+                rounds,
+                seconds,
+                warm=not args.quick,
+                shared_plain=args.quick,
+                log=log,
+            )
+            big = bigbody.run(server, config, workload, repeats=1 if args.quick else 3)
+            log("10 MB body done")
+        jose_results = jose.compare(budget=0.1 if args.quick else 2.0)
+        log("in-process J comparison done")
+
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "commit": _git_commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        },
+        "settings": {
+            "quick": args.quick,
+            "rounds": rounds,
+            "duration": seconds,
+            "workers": WORKERS,
+            "threads": THREADS,
+            "wrk_threads": WRK_THREADS,
+            "connections": CONNECTIONS,
+            "key_pool_size": pool_size,
+            "handshake_clients": HANDSHAKE_CLIENTS,
+            "paced_interval": PACED_INTERVAL,
+        },
+        "t_rsa_ms": t_rsa * 1000,
+        "t_rsa_rounds_ms": [value * 1000 for value in t_rsa_rounds],
+        "plain": plain,
+        "cases": cases,
+        "handshake": handshakes,
+        "big_body": {
+            "size": big.size,
+            "wire_size": big.wire_size,
+            "plain_seconds": big.plain_seconds,
+            "j_seconds": big.j_seconds,
+            "time_ratio": big.j_seconds / big.plain_seconds,
+            "plain_growth": big.plain_growth,
+            "j_growth": big.j_growth,
+            "peaks_reset": big.peaks_reset,
+        },
+        "jose": jose_results,
     }
-
-    plain = _timed(
-        lambda: client.post("/api/echo", data=ORDER, headers={"Content-Type": "application/json"}),
-        rounds,
-    )
-    print(f"plain POST /api/echo: {plain * 1e6:8.0f} µs/request  (ratio 1.00)")
-    for name, send in senders.items():
-        queue = iter(bodies[name])
-
-        def one(send: Callable[[Any], Any] = send, queue: Any = queue) -> None:
-            response = send(next(queue))
-            assert response.status_code == 200, response.data
-
-        seconds = _timed(one, rounds)
-        print(f"{name:<22}: {seconds * 1e6:8.0f} µs/request  (ratio {seconds / plain:5.2f})")
-    burst = _timed(
-        lambda: client.post(
-            "/hybrid/session", json={"aesKey": b64encode(handshake_cek), "deviceId": "bench"}
-        ),
-        max(5, rounds // 20),
-    )
-    print(f"handshake, burst      : {burst * 1e6:8.0f} µs  (ratio {burst / plain:6.1f})")
-    warm = []
-    for _ in range(3):  # one handshake at a time, the key pool refilled in between
-        time.sleep(1.0)
-        start = time.perf_counter()
-        client.post("/hybrid/session", json={"aesKey": b64encode(handshake_cek), "deviceId": "b"})
-        warm.append(time.perf_counter() - start)
-    pooled = statistics.median(warm)
-    print(f"handshake, pooled key : {pooled * 1e6:8.0f} µs  (ratio {pooled / plain:6.1f})")
+    record = args.out / ("quick.json" if args.quick else "latest.json")
+    report.save_json(results, record)
+    report.chart(results, chart_path)
+    print(report.text_table(results))
+    print()
+    print(report.footnote(results))
+    if args.markdown:
+        print()
+        print(report.markdown_table(results))
+    problems = [
+        f"{name}: {found['errors']} errors" for name, found in cases.items() if found["errors"]
+    ]
+    problems += [f"{name}: requests sent again" for name, found in cases.items() if found["resent"]]
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    log(f"done; JSON in {record}, chart in {chart_path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
