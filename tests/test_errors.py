@@ -71,8 +71,12 @@ def test_every_code_has_one_fixed_body() -> None:
         "encryption_required",
         "rate_limited",
         "store_unavailable",
+        "key_config_mismatch",
     }
     for code, body in bodies.items():
+        if ERRORS[code].problem_type is not None:  # format H's 422: RFC 9457 problem details
+            assert list(body) == ["type", "title", "status", "error"] and body["error"] == code
+            continue
         assert body["error"] == code and list(body) == ["error", "message"]
 
 

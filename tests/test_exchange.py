@@ -253,10 +253,17 @@ def test_an_app_with_its_own_json_provider_parses_itself(app: Flask) -> None:
     assert seen == [decimal.Decimal("9.90")]
 
 
-def test_a_large_document_is_checked_without_its_tree() -> None:
-    big = json.dumps({"items": [{"n": n} for n in range(2000)]}).encode()
-    assert formats.require_json(bytearray(big)) is NOT_PARSED
+def test_a_large_document_is_parsed_only_when_its_tree_stays_small() -> None:
+    many_values = json.dumps({"items": [{"n": n} for n in range(2000)]}).encode()
+    assert formats.require_json(bytearray(many_values)) is NOT_PARSED
     assert formats.require_json(bytearray(ORDER)) == json.loads(ORDER)
+    upload = json.dumps({"name": "scan.pdf", "data": "QUJD" * 100_000}).encode()
+    assert formats.require_json(bytearray(upload)) == json.loads(upload)  # parsed once
+    astral = json.dumps({"data": "x" * 400_000 + "\U0001f600"}, ensure_ascii=False).encode()
+    assert formats.require_json(bytearray(astral)) is NOT_PARSED  # its str: 4 bytes a letter
+    deep = b"[" * 600 + b'"' + b"x" * 400_000 + b'"' + b"]" * 600  # json.loads would take it
+    with pytest.raises(InvalidPayload):
+        formats.require_json(bytearray(deep))
 
 
 # --- the app's wsgi.input -----------------------------------------------------------------------

@@ -15,6 +15,10 @@ from .strictjson import MAX_DEPTH, check_json, json_object_spans
 #: Documents up to this size (with few containers) are checked by the C parser: see
 #: :func:`check_json_text`.
 _SMALL_JSON = 4096
+#: A large document goes to the C parser only with at least this much text per value (every
+#: value but the first of its container follows a comma): then no value, at most ~200 bytes of
+#: objects beyond its own text, can make the tree much larger than the document.
+_TEXT_PER_VALUE = 256
 
 Buffer = bytes | bytearray | memoryview
 
@@ -129,10 +133,10 @@ def _no_constants(name: str) -> Any:
     raise InvalidPayload("not_json")  # NaN and Infinity are not JSON
 
 
-def loads_json(data: bytes | str) -> Any:
+def loads_json(data: bytes | bytearray | str) -> Any:
     """Parse strict UTF-8 JSON (no duplicate members, no NaN); any failure is InvalidPayload."""
     try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
         return json.loads(
             text, object_pairs_hook=_no_duplicate_members, parse_constant=_no_constants
         )
@@ -147,15 +151,23 @@ NOT_PARSED: Any = type("NotParsed", (), {"__repr__": lambda self: "NOT_PARSED"})
 def check_json_text(data: bytes | bytearray) -> Any:
     """Refuse anything :func:`loads_json` would refuse; return the value if it was built.
 
-    Memory stays a small fraction of ``data`` whatever it holds (see :mod:`.strictjson`). A
-    small document with few containers goes through the C parser instead, ten times faster:
-    its tree is at most a few hundred objects, and it cannot nest deeper than the scanner's
-    limit, so both checks give the same answer (``tests/test_core_json.py`` holds them equal).
-    That value is returned, so that nobody parses the same text twice; a larger document's
-    check builds nothing and returns :data:`NOT_PARSED`.
+    The C parser checks a document when its tree stays small: a small document with few
+    containers, or an ASCII document with few containers whose values are long (an upload: a
+    few long strings), so that the tree is not much larger than the text. That value is returned,
+    so that nobody parses the same text twice. Any other document is checked without building
+    its value (see :mod:`.strictjson`), and :data:`NOT_PARSED` is returned: memory stays a
+    small fraction of ``data`` whatever it holds. With at most :data:`MAX_DEPTH` containers a
+    document cannot nest deeper than the scanner's limit, so both checks give the same answer
+    (``tests/test_core_json.py`` holds them equal).
     """
-    if len(data) <= _SMALL_JSON and data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
-        return loads_json(bytes(data))
+    containers = data.count(b"[") + data.count(b"{")
+    if containers <= MAX_DEPTH and (
+        len(data) <= _SMALL_JSON
+        or (  # ASCII: one astral character would make the whole decoded text 4 bytes a letter
+            data.isascii() and (containers + data.count(b",")) * _TEXT_PER_VALUE <= len(data)
+        )
+    ):
+        return loads_json(data)
     check_json(data)
     return NOT_PARSED
 
