@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.MAX_BODY: 10 * 1024 * 1024,
     ConfigVars.SIGN_RESPONSES: "unsealed",
     ConfigVars.BIND_IP: True,
-    ConfigVars.FORMATS: ("S", "E", "J"),
+    ConfigVars.FORMATS: ("S", "E", "J", "H"),  # H: only once HPKE keys exist (see init_app)
     ConfigVars.REQUIRE_ENCRYPTION: (),  # path prefixes, e.g. ("/api/",)
     ConfigVars.URL_PREFIX: "/hybrid",
     ConfigVars.HANDSHAKE_LIMIT: "30 per minute",  # per client address (IPv6: per /64)
@@ -66,7 +66,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 SIGN_POLICIES = ("unsealed", "all", "none")
-FORMATS = ("S", "E", "J")
+FORMATS = ("S", "E", "J", "H")
 
 
 def _positive_int(config: Mapping[str, Any], key: str) -> int:

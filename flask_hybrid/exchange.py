@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .core import formats, jwe, signatures
+from .core import ehbp, formats, jwe, signatures
 from .core.encoding import NOT_PARSED, JsonObjectText, b64encode
 from .core.rsa import PrivateKey, sign, unwrap_oaep
 from .errors import (
@@ -45,6 +45,7 @@ EXPOSED_HEADERS = (
     "X-Plaintext-Content-Encoding",
     "X-Encryption-Enabled",
     "Retry-After",
+    ehbp.RESPONSE_NONCE_HEADER,
 )
 #: The request headers a response signature covers, under the names they are signed with.
 SIGNED_REQUEST_HEADERS = ("Content-Digest", "X-Hybrid-JWE", "X-Encrypted-Aes-Key")
@@ -57,10 +58,15 @@ READ_HEADERS = (
     "x-encrypted-aes-key",
     "x-hybrid-jwe",
     "content-digest",
+    "ehbp-encapsulated-key",
 )
 # Validators of the app's body: on a sealed answer they would describe the plaintext.
 _PLAINTEXT_VALIDATORS = frozenset({"etag", "content-md5", "digest", "content-digest"})
 _NO_BODY = frozenset({204, 304})
+# Framing headers of the app's answer that a sealed stream of frames replaces.
+_STREAM_DROPPED = frozenset(
+    {"content-length", "transfer-encoding", ehbp.RESPONSE_NONCE_HEADER.lower()}
+)
 _READ_AT_MOST = 1024 * 1024  # bytes offered to one readinto call
 _FIRST_BUFFER = 64 * 1024
 # What str.strip() took off an ASCII compact JWE before it was read as bytes.
@@ -85,8 +91,16 @@ def wire_limit(max_plaintext: int) -> int:
     return 4 * ((max_plaintext + 16 + 2) // 3) + _ENVELOPE_ALLOWANCE
 
 
-def detect(content_type: str, encryption_enabled: str | None, jwe_header: str | None) -> str | None:
-    """``"J"``, ``"SE"`` (told apart later by the body) or ``None`` for a plain request."""
+def detect(
+    content_type: str,
+    encryption_enabled: str | None,
+    jwe_header: str | None,
+    encapsulated_key: str | None = None,
+) -> str | None:
+    """``"H"``, ``"J"``, ``"SE"`` (told apart later by the body) or ``None`` for a plain
+    request."""
+    if encapsulated_key is not None:
+        return "H"
     media_type = content_type.partition(";")[0].strip().lower()
     if media_type.startswith("multipart/"):
         return None
@@ -101,8 +115,8 @@ def detect(content_type: str, encryption_enabled: str | None, jwe_header: str | 
 class EncryptedRequest:
     """How a request arrived, for the response and for views that want to know."""
 
-    format: str  # "S", "E" or "J"
-    cek: bytes = field(repr=False)
+    format: str  # "S", "E", "J" or "H"
+    cek: bytes = field(repr=False)  # H: empty (its keys live in the HPKE context)
     seal_response: bool
     session_id: str | None = None
     request_jti: str | None = None
@@ -277,6 +291,7 @@ class Exchanges:
             head.content_type,
             head.headers.get("x-encryption-enabled"),
             head.headers.get("x-hybrid-jwe"),
+            head.headers.get("ehbp-encapsulated-key"),
         )
         return None if kind is None else Exchange(self, head, kind)
 
@@ -473,10 +488,77 @@ class Exchange:
         self.kind = kind  # "J" or "SE", as detected; "S" or "E" once the body says
         self.encrypted: EncryptedRequest | None = None
         self._content_digest = signatures.RequestDigest(head.headers.get("content-digest"))
+        self._opener: ehbp.RequestOpener
+        self._sealer: ehbp.ResponseSealer | None = None
 
     @property
     def format_name(self) -> str:
         return self.encrypted.format if self.encrypted is not None else self.kind
+
+    @property
+    def streams(self) -> bool:
+        """Whether the body is opened as it arrives and the answer sealed as it leaves (H)."""
+        return self.kind == "H"
+
+    # -- streamed request (format H) ------------------------------------------------------
+    def start_stream(self) -> bool:
+        """Set up the request's HPKE context; ``False`` for a bodiless request, which passes as
+        it is (``Content-Length: 0`` or no body at all, as EHBP's server does)."""
+        self._require_format("H")
+        head = self.head
+        declared = (head.content_length or "").strip(" \t")
+        if declared and not (declared.isascii() and declared.isdigit()):
+            raise InvalidPayload("bad_content_length")
+        if declared.lstrip("0") == "" and not (declared == "" and head.streamed_body):
+            return False
+        keys = self._state.keyring.hpke
+        if keys is None:
+            raise InvalidPayload("hpke_not_configured")
+        self._opener = ehbp.RequestOpener(
+            keys.keys,
+            head.headers["ehbp-encapsulated-key"],
+            max_body=self._state.settings.max_body,
+        )
+        return True
+
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
+        """Plaintexts of the frames ``data`` completes, each only once it authenticated. The
+        first one proves the key: from then on the answer can be sealed to it."""
+        try:
+            return self._opener.feed(data)
+        finally:  # a refusal of a later frame in the same data is sealed to the proved key
+            if self._sealer is None and self._opener.authenticated:
+                self._sealer = self._opener.response_sealer()
+                self.encrypted = EncryptedRequest("H", b"", True)
+
+    def end_of_body(self) -> None:
+        """The body ended: refused if it stopped inside a frame or held no frame at all."""
+        self._opener.finish()
+
+    @property
+    def proved(self) -> bool:
+        """Whether a frame has opened, so that the app may be called and its answer sealed."""
+        return self._sealer is not None
+
+    # -- streamed answer (format H) -------------------------------------------------------
+    def stream_headers(self, headers: HeaderList) -> HeaderList:
+        """The headers of the sealed answer: its nonce; no length (frames add to it); no
+        validator or coding of the plaintext, which would describe it (and leak it)."""
+        assert self._sealer is not None
+        kept: HeaderList = []
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == "content-encoding":
+                kept.append(("X-Plaintext-Content-Encoding", value))
+            elif lowered not in _PLAINTEXT_VALIDATORS and lowered not in _STREAM_DROPPED:
+                kept.append((name, value))
+        kept.append((ehbp.RESPONSE_NONCE_HEADER, self._sealer.nonce_header))
+        return expose_headers(kept)
+
+    def seal_chunk(self, plaintext: bytes) -> bytes:
+        """Frames of one chunk of the app's answer, to be written at once."""
+        assert self._sealer is not None
+        return self._sealer.seal(plaintext)
 
     # -- request ---------------------------------------------------------------------------
     def body_buffer(self) -> BodyBuffer:

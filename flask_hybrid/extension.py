@@ -6,14 +6,17 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .blueprint import create_blueprint
 from .config import DEFAULTS, ConfigVars, Settings
+from .core.hpke import HpkePrivateKey
+from .core.hpke import load_private_key as load_hpke_key
 from .core.keyring import KeyRing
 from .core.rsa import PrivateKey, has_implicit_rejection, load_private_key
-from .instance import development_identity_key, development_jwt_secret
+from .instance import development_hpke_key, development_identity_key, development_jwt_secret
 from .keypool import KeyPool
 from .middleware import HybridMiddleware
 from .ratelimit import RateLimits, limit_storage_from_url
@@ -77,9 +80,19 @@ class HybridEncryption:
         development = config[ConfigVars.DEVELOPMENT]
         if development is None:
             development = app.debug or app.testing
+        hpke_keys = self._hpke_keys(app, development)
+        if hpke_keys is None and "H" in settings.formats:
+            if config[ConfigVars.FORMATS] is not DEFAULTS[ConfigVars.FORMATS]:
+                raise RuntimeError(
+                    f"flask-hybrid: format H needs {ConfigVars.HPKE_KEYS}: the PEM (or the path "
+                    "of the PEM file) of at least one X25519 private key, from "
+                    "`flask hybrid keygen --hpke`; in development one is generated."
+                )
+            settings = replace(settings, formats=settings.formats - {"H"})  # H by default only
         keyring = KeyRing(
             (load_private_key(pem) for pem in self._identity_key_pems(app, development)),
             self._signing_keys(app),
+            hpke_keys=hpke_keys,
         )
         if "E" in settings.formats and not has_implicit_rejection(keyring.current.private_key):
             raise RuntimeError(
@@ -134,6 +147,25 @@ class HybridEncryption:
         if isinstance(configured, (str, bytes, os.PathLike)):
             configured = [configured]
         return [_pem_or_file(item, config_key=ConfigVars.IDENTITY_KEYS) for item in configured]
+
+    @staticmethod
+    def _hpke_keys(app: Flask, development: bool) -> list[HpkePrivateKey] | None:
+        """Format H's X25519 keys: ``HYBRID_HPKE_KEYS``, else (in development) one generated
+        into the instance folder, else none."""
+        configured = app.config[ConfigVars.HPKE_KEYS]
+        if not configured:
+            if not development:
+                return None
+            return [load_hpke_key(development_hpke_key(app.instance_path))]
+        if isinstance(configured, (str, bytes, os.PathLike)):
+            configured = [configured]
+        try:
+            return [
+                load_hpke_key(_pem_or_file(item, config_key=ConfigVars.HPKE_KEYS))
+                for item in configured
+            ]
+        except ValueError as error:
+            raise ValueError(f"flask-hybrid: {ConfigVars.HPKE_KEYS}: {error}") from None
 
     def _jwt_secret_value(self, app: Flask, development: bool) -> bytes:
         secret = self._jwt_secret or app.config[ConfigVars.JWT_SECRET]

@@ -8,15 +8,17 @@ check it and how to seal or sign the answer is decided in :mod:`flask_hybrid.exc
 
 from __future__ import annotations
 
+import collections
 import io
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from . import signals
 from .core import signatures
 from .errors import HybridError, InvalidPayload, StoreUnavailable
+from .exceptions import as_http_exception
 from .exchange import (
     EXPOSED_HEADERS,
     READ_HEADERS,
@@ -58,6 +60,9 @@ REFUSAL_KEY = "flask_hybrid.refusal"
 REFUSAL_RAISED_KEY = "flask_hybrid.refusal_raised"
 #: The request as it was sent (method and key headers), which response signatures cover.
 ANSWERED_KEY = "flask_hybrid.answered_request"
+# One 64 KiB frame of the PyPI client, with its length prefix and tag: servers' input streams
+# return a read only once it is full (or the body ends), so a read holds one whole frame.
+_WIRE_PIECE = 4 + 64 * 1024 + 16
 _ENVIRON_HEADERS = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in READ_HEADERS)
 
 
@@ -181,6 +186,7 @@ class HybridMiddleware:
             environ.get("CONTENT_TYPE", ""),
             environ.get("HTTP_X_ENCRYPTION_ENABLED"),
             environ.get("HTTP_X_HYBRID_JWE"),
+            environ.get("HTTP_EHBP_ENCAPSULATED_KEY"),
         )
         if kind is None:
             return self._call_app(environ, start_response, None)
@@ -188,8 +194,13 @@ class HybridMiddleware:
         exchange = Exchange(self.exchanges, head, kind)
         environ[ANSWERED_KEY] = head.answered()  # as sent: the app sees the plaintext's headers
         try:
-            encrypted = self._open(environ, exchange)
+            if exchange.streams:
+                encrypted = self._open_stream(environ, exchange)
+            else:
+                encrypted = self._open(environ, exchange)
         except HybridError as error:
+            if exchange.streams and exchange.proved:  # answered sealed, like the app's errors
+                return self._refuse_sealed(environ, start_response, error, exchange)
             return self._refuse(environ, start_response, error, exchange.format_name)
         except Exception:  # a bug must not become a 5xx; its traceback goes to the log only
             logger.exception("flask-hybrid: unexpected error while opening a request")
@@ -199,6 +210,8 @@ class HybridMiddleware:
             signals.request_decrypted.send(  # inside Flask the blueprint sends it
                 self, format=encrypted.format, session_id=encrypted.session_id
             )
+        if encrypted is not None and exchange.streams:
+            return self._call_app_streamed(environ, start_response, exchange)
         return self._call_app(environ, start_response, encrypted)
 
     # -- request ---------------------------------------------------------------------------
@@ -221,6 +234,28 @@ class HybridMiddleware:
         environ[JSON_KEY] = opened.json
         return opened.encrypted
 
+    def _open_stream(self, environ: WSGIEnvironment, exchange: Exchange) -> EncryptedRequest | None:
+        """Format H: read until the first frame has opened (a key the server does not hold is
+        refused before the app runs, so the client can refetch and resend), then let the app
+        read the rest through a :class:`StreamedPlaintext`."""
+        if not exchange.start_stream():
+            return None  # bodiless: EHBP passes it as it is
+        wire = _WireBody(environ)
+        opened: list[bytes] = []
+        while not exchange.proved:
+            data = wire.read()
+            if not data:
+                exchange.end_of_body()  # refuses: no frame opened
+            opened.extend(exchange.feed(data))
+        encrypted = exchange.encrypted
+        assert encrypted is not None
+        environ["wsgi.input"] = StreamedPlaintext(environ, exchange, wire, opened)
+        environ["wsgi.input_terminated"] = True  # its length is known once it has been read
+        for key in ("CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING", "HTTP_CONTENT_DIGEST"):
+            environ.pop(key, None)
+        environ[ENVIRON_KEY] = encrypted
+        return encrypted
+
     # -- refusals --------------------------------------------------------------------------
     def _refuse(
         self,
@@ -236,6 +271,26 @@ class HybridMiddleware:
             return self._call_app(environ, start_response, None)
         signals.request_refused.send(self, code=error.error, reason=error.reason)
         return self._answer_refusal(environ, start_response, error)
+
+    def _refuse_sealed(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        error: HybridError,
+        exchange: Exchange,
+    ) -> Iterable[bytes]:
+        """A format H refusal once the key is proved: the answer is sealed to that key (EHBP
+        §5.1), whether the app shapes it (through the blueprint) or the middleware does."""
+        log_refusal(environ, error, "H")
+        environ[REFUSAL_KEY] = error
+        environ[ENVIRON_KEY] = exchange.encrypted
+        _withhold_body(environ)
+        if self.refusals_through_app:
+            return self._call_app_streamed(environ, start_response, exchange)
+        signals.request_refused.send(self, code=error.error, reason=error.reason)
+        headers, body = self.exchanges.refusal_answer(_answered(environ), error)
+        start_response(f"{error.code} {REASONS[error.code]}", exchange.stream_headers(headers))
+        return [exchange.seal_chunk(body)]
 
     def _answer_refusal(
         self, environ: WSGIEnvironment, start_response: StartResponse, error: HybridError
@@ -296,6 +351,159 @@ class HybridMiddleware:
         )
         start_response(status, headers)
         return [body]
+
+    def _call_app_streamed(
+        self, environ: WSGIEnvironment, start_response: StartResponse, exchange: Exchange
+    ) -> Iterable[bytes]:
+        """Format H: the app's answer sealed chunk by chunk as it yields, never held whole."""
+        captured: list[Any] = []
+        sealed_written: list[bytes] = []
+
+        def capture(status: str, headers: HeaderList, exc_info: Any = None) -> Any:
+            if exc_info is not None and captured:
+                raise exc_info[1].with_traceback(exc_info[2])
+            captured[:] = (status, headers)
+            return lambda data: sealed_written.append(exchange.seal_chunk(data))
+
+        try:
+            app_iter = self.app(environ, capture)
+        except HybridError as error:  # the plaintext stream refused a frame (outside Flask)
+            return self._answer_refusal(environ, start_response, error)
+        chunks = iter(app_iter)
+        first: list[bytes] = []
+        try:
+            if not captured:  # a lazy (generator) app starts its answer only as it is read
+                first = [next(chunks, b"")]
+        except HybridError as error:
+            _close(app_iter)
+            return self._answer_refusal(environ, start_response, error)
+        status, headers = captured
+        start_response(status, exchange.stream_headers(headers))
+        sealed_first = [*sealed_written, *map(exchange.seal_chunk, first)]
+        return _SealedStream(exchange, chunks, app_iter, sealed_first)
+
+
+class _WireBody:
+    """Format H's wire body, read a bounded piece at a time (its length, if declared, is not
+    read past)."""
+
+    def __init__(self, environ: WSGIEnvironment) -> None:
+        self._stream = environ["wsgi.input"]
+        declared = environ.get("CONTENT_LENGTH", "").strip(" \t")
+        self._remaining: int | None = int(declared) if declared else None
+
+    def read(self) -> bytes:
+        size = _WIRE_PIECE if self._remaining is None else min(_WIRE_PIECE, self._remaining)
+        if size <= 0:
+            return b""
+        data: bytes = self._stream.read(size)
+        if self._remaining is not None:
+            self._remaining -= len(data)
+        return data
+
+
+class StreamedPlaintext(io.RawIOBase):
+    """Format H's plaintext as the app reads it: each frame's plaintext only once that frame
+    authenticated, so no byte of a tampered frame ever reaches the app.
+
+    A refused frame (or a cut body) is raised to the reader as flask-hybrid's Werkzeug
+    exception, which Flask turns into the error table's answer, sealed like any other.
+    """
+
+    def __init__(
+        self,
+        environ: WSGIEnvironment,
+        exchange: Exchange,
+        wire: _WireBody,
+        opened: list[bytes],
+    ) -> None:
+        self._environ = environ
+        self._exchange = exchange
+        self._wire = wire
+        self._pending = collections.deque(opened)
+        self._ended = False
+        self._offset = 0  # into the first pending plaintext
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_plaintext(self) -> bytes | None:
+        """The plaintext not yet read, pulling frames from the wire as needed; None at the end."""
+        while not self._pending:
+            if self._ended:
+                return None
+            try:
+                data = self._wire.read()
+                if data:
+                    self._pending.extend(self._exchange.feed(data))
+                else:
+                    self._ended = True
+                    self._exchange.end_of_body()
+            except HybridError as error:
+                self._ended = True
+                self._pending.clear()
+                log_refusal(self._environ, error, "H")
+                raise as_http_exception(error) from None
+        return self._pending[0]
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        current = self._next_plaintext()
+        if current is None or size == 0:
+            return b""
+        piece = current[self._offset : self._offset + size]
+        self._advance(len(piece), len(current))
+        return piece
+
+    def readall(self) -> bytes:
+        pieces = []
+        while (current := self._next_plaintext()) is not None:
+            pieces.append(current[self._offset :] if self._offset else current)
+            self._pending.popleft()
+            self._offset = 0
+        return b"".join(pieces)
+
+    def readinto(self, buffer: Any) -> int:
+        with memoryview(buffer) as target:
+            piece = self.read(len(target))
+            target[: len(piece)] = piece
+        return len(piece)
+
+    def _advance(self, count: int, length: int) -> None:
+        self._offset += count
+        if self._offset >= length:
+            self._pending.popleft()
+            self._offset = 0
+
+
+class _SealedStream:
+    """The app's answer as sealed frames, one write per chunk the app yields (an event stream
+    reaches the client event by event); closes the app's iterable as WSGI asks."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        chunks: Iterator[bytes],
+        app_iter: Iterable[bytes],
+        first: list[bytes],
+    ) -> None:
+        self._exchange = exchange
+        self._chunks = chunks
+        self._app_iter = app_iter
+        self._first = first
+
+    def __iter__(self) -> Iterator[bytes]:
+        for sealed in self._first:
+            if sealed:
+                yield sealed
+        for chunk in self._chunks:
+            sealed = self._exchange.seal_chunk(chunk)
+            if sealed:
+                yield sealed
+
+    def close(self) -> None:
+        _close(self._app_iter)
 
 
 def _answered(environ: WSGIEnvironment) -> signatures.AnsweredRequest:

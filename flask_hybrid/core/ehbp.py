@@ -316,9 +316,10 @@ class RequestOpener:
         """The sealer of the answer (a fresh random nonce; ``response_nonce`` for tests).
 
         Only once a frame has opened: before that the key is not proved. Calling it before
-        :meth:`finish` is allowed, for an app that answers while the body still streams in.
+        :meth:`finish` is allowed, for an app that answers while the body still streams in, and
+        after a later frame was refused: the refusal is then sealed to the proved key.
         """
-        if self._context is None or self._failure is not None:
+        if self._context is None:
             raise RuntimeError("no authenticated request to answer")
         secret = self._context.export(EXPORT_LABEL, EXPORT_LENGTH)
         return ResponseSealer(secret, self.enc, response_nonce=response_nonce)

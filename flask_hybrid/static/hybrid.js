@@ -9,7 +9,13 @@
  *   - "envelope" = format E: stateless JSEncrypt-compatible envelopes (PKCS#1 v1.5 via the page's
  *                  JSEncrypt instance, or RSA-OAEP-256 via Web Crypto);
  *   - "jwe"      = format J: JWE compact (RSA-OAEP-256 / A256GCM) with htm/htu/iat/jti bound to
- *                  the ciphertext, answered by a `dir` JWE under the same CEK.
+ *                  the ciphertext, answered by a `dir` JWE under the same CEK;
+ *   - "ehbp"     = format H: EHBP, the Encrypted HTTP Body Protocol: the body sealed with HPKE
+ *                  (RFC 9180, X25519 / HKDF-SHA256 / AES-256-GCM) to the key of
+ *                  `/.well-known/hpke-keys` as length-prefixed frames, streamed both ways when
+ *                  the transport allows; the answer's frames opened as they arrive. Interoperable
+ *                  with EHBP's published clients and servers. EHBP binds no method, path or time
+ *                  and has no replay protection (docs/ehbp-notes.md).
  *
  * Every answer is authenticated: a sealed one by AES-GCM under the request's CEK, any other (a
  * refusal, a 204, format E's plain answer, the handshake's) by the server's RFC 9421 signature
@@ -40,6 +46,7 @@ export const SERVER_ERROR_CODES = Object.freeze([
   "encryption_required",
   "rate_limited",
   "store_unavailable",
+  "key_config_mismatch",
 ]);
 
 /** The HTTP status of each code of the error table: a refusal must carry its code's status. */
@@ -52,6 +59,7 @@ export const SERVER_ERROR_STATUS = Object.freeze({
   encryption_required: 415,
   rate_limited: 429,
   store_unavailable: 503,
+  key_config_mismatch: 422,
 });
 
 /**
@@ -979,10 +987,454 @@ export async function openJweResponse(key, jwe, { req } = {}) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Format H (EHBP): HPKE (RFC 9180) base mode and the frames of the Encrypted HTTP Body Protocol
+// ---------------------------------------------------------------------------------------------
+//
+// One suite: DHKEM(X25519, HKDF-SHA256) 0x0020, HKDF-SHA256 0x0001, AES-256-GCM 0x0002. X25519,
+// HMAC-SHA256 and AES-GCM are Web Crypto's; what is written here is only RFC 9180's composition
+// of them (LabeledExtract / LabeledExpand, the key schedule, nonce = base_nonce XOR seq),
+// checked against the RFC's known-answer vector (tests/js/ehbp.test.mjs).
+
+const HPKE_KEM_ID = 0x0020;
+const HPKE_KDF_ID = 0x0001;
+const HPKE_AEAD_ID = 0x0002;
+const HPKE_NPK = 32; // X25519 public key and enc
+const HPKE_NK = 32; // AES-256 key
+const HPKE_NN = 12; // AES-GCM nonce
+const HPKE_NH = 32; // SHA-256
+const i2osp2 = (n) => Uint8Array.of((n >> 8) & 0xff, n & 0xff);
+const HPKE_VERSION = encoder.encode("HPKE-v1");
+const KEM_SUITE_ID = concatAll([encoder.encode("KEM"), i2osp2(HPKE_KEM_ID)]);
+const HPKE_SUITE_ID = concatAll([encoder.encode("HPKE"), i2osp2(HPKE_KEM_ID), i2osp2(HPKE_KDF_ID), i2osp2(HPKE_AEAD_ID)]);
+
+/** EHBP's constants (docs/ehbp-notes.md). */
+export const EHBP = Object.freeze({
+  keysPath: "/.well-known/hpke-keys",
+  keysMediaType: "application/ohttp-keys",
+  encapsulatedKeyHeader: "Ehbp-Encapsulated-Key",
+  responseNonceHeader: "Ehbp-Response-Nonce",
+  keyConfigProblemType: "urn:ietf:params:ehbp:error:key-config",
+  requestInfo: "ehbp request",
+  exportLabel: "ehbp response",
+  /** Plaintext bytes per request frame (as tinfoil-ehbp and our Python client seal). */
+  frameSize: 64 * 1024,
+  /** The largest response frame accepted (as the published clients). */
+  maxResponseFrame: 64 * 1024 * 1024,
+  /** Frames per body, both ways (the npm client's nonce arithmetic stops there too). */
+  maxFrames: 2 ** 32,
+});
+
+function concatAll(parts) {
+  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+/** Lowercase hex of bytes. */
+export function bytesToHex(bytes) {
+  let out = "";
+  for (const byte of toBytes(bytes)) out += byte.toString(16).padStart(2, "0");
+  return out;
+}
+
+/** Bytes of a hex string (either case); a TypeError if it is not whole bytes of hex. */
+export function hexToBytes(text) {
+  if (typeof text !== "string" || text.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(text)) {
+    throw new TypeError("not a hex string");
+  }
+  const out = new Uint8Array(text.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+// RFC 5869 over Web Crypto's HMAC-SHA256. Extract with an empty salt uses HashLen zero bytes
+// (RFC 5869 §2.2; Web Crypto refuses an empty HMAC key, and HMAC pads keys with zeros anyway).
+async function hmacSha256(key, data) {
+  const hmacKey = await subtle().importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return new Uint8Array(await subtle().sign("HMAC", hmacKey, data));
+}
+
+async function hkdfExtract(salt, ikm) {
+  return hmacSha256(salt.length ? salt : new Uint8Array(HPKE_NH), ikm);
+}
+
+async function hkdfExpand(prk, info, length) {
+  if (length > 255 * HPKE_NH) throw new RangeError("HKDF-Expand: too long");
+  const blocks = [];
+  let previous = new Uint8Array(0);
+  for (let counter = 1; blocks.length * HPKE_NH < length; counter++) {
+    previous = await hmacSha256(prk, concatAll([previous, info, Uint8Array.of(counter)]));
+    blocks.push(previous);
+  }
+  return concatAll(blocks).slice(0, length);
+}
+
+// RFC 9180 §4: LabeledExtract / LabeledExpand under a suite id.
+const labeledExtract = (suiteId, salt, label, ikm) =>
+  hkdfExtract(salt, concatAll([HPKE_VERSION, suiteId, encoder.encode(label), ikm]));
+const labeledExpand = (suiteId, prk, label, info, length) =>
+  hkdfExpand(prk, concatAll([i2osp2(length), HPKE_VERSION, suiteId, encoder.encode(label), info]), length);
+
+/** `base_nonce XOR seq`, seq big-endian in the low bytes (RFC 9180 §5.2; EHBP's response frames). */
+function frameNonce(baseNonce, seq) {
+  if (!Number.isInteger(seq) || seq < 0 || seq >= EHBP.maxFrames) throw new RangeError("too many frames in one body");
+  const nonce = baseNonce.slice();
+  for (let i = 0, rest = seq; i < 4; i++, rest = Math.floor(rest / 256)) nonce[nonce.length - 1 - i] ^= rest & 0xff;
+  return nonce;
+}
+
+/**
+ * An RFC 9458 `key_config` as `/.well-known/hpke-keys` serves it (one, bare, no length prefix):
+ * key_id(1) | kem_id(2) = 0x0020 | public_key(32) | suites_len(2) | (kdf_id(2), aead_id(2))*.
+ * The suite (HKDF-SHA256, AES-256-GCM) must be among the listed ones; trailing bytes are refused.
+ * Throws HybridError `invalid_response` otherwise.
+ * @returns {{keyId: number, publicKey: Uint8Array}}
+ */
+export function parseKeyConfig(data) {
+  const bytes = toBytes(data);
+  const bad = (why) => invalidResponse(`the server's HPKE key_config ${why}`);
+  if (bytes.length < 1 + 2 + HPKE_NPK + 2) throw bad("is too short");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint16(1) !== HPKE_KEM_ID) throw bad("is not for DHKEM(X25519, HKDF-SHA256)");
+  const suitesLength = view.getUint16(3 + HPKE_NPK);
+  const start = 5 + HPKE_NPK;
+  if (suitesLength === 0 || suitesLength % 4 !== 0 || start + suitesLength !== bytes.length) {
+    throw bad("has a malformed list of suites");
+  }
+  let found = false;
+  for (let at = start; at < bytes.length; at += 4) {
+    if (view.getUint16(at) === HPKE_KDF_ID && view.getUint16(at + 2) === HPKE_AEAD_ID) found = true;
+  }
+  if (!found) throw bad("does not offer HKDF-SHA256 with AES-256-GCM");
+  return { keyId: bytes[0], publicKey: bytes.slice(3, 3 + HPKE_NPK) };
+}
+
+/**
+ * An HPKE sender context (RFC 9180 base mode, this suite): `enc` to send, `seal()` in order
+ * (empty AAD by default), `export()`. Make it with `setupHpkeSender`.
+ */
+export class HpkeSenderContext {
+  /** @private */
+  constructor(enc, aeadKey, baseNonce, exporterSecret) {
+    this.enc = enc;
+    this._aeadKey = aeadKey;
+    this._baseNonce = baseNonce;
+    this._exporterSecret = exporterSecret;
+    this._seq = 0;
+  }
+
+  /** The next sequence number `seal()` uses. */
+  get seq() {
+    return this._seq;
+  }
+
+  /** ContextS.Seal(aad, pt): ciphertext || 16-byte tag, under base_nonce XOR seq. */
+  async seal(plaintext, aad) {
+    const iv = frameNonce(this._baseNonce, this._seq);
+    this._seq += 1; // never reused, even if encrypt() fails
+    const params = { name: "AES-GCM", iv, tagLength: 128 };
+    if (aad && toBytes(aad).length) params.additionalData = toBytes(aad);
+    return new Uint8Array(await subtle().encrypt(params, this._aeadKey, toBytes(plaintext)));
+  }
+
+  /** Context.Export(exporter_context, L) = LabeledExpand(exporter_secret, "sec", ctx, L). */
+  async export(exporterContext, length) {
+    return labeledExpand(HPKE_SUITE_ID, this._exporterSecret, "sec", toBytes(exporterContext), length);
+  }
+}
+
+/**
+ * RFC 9180 SetupBaseS(pkR, info) for DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM.
+ * `publicKey`: the recipient's 32 raw bytes. `ephemeralKeyPair` (a Web Crypto X25519 CryptoKeyPair)
+ * fixes skE for known-answer tests; leave it out in real use (a fresh one is generated).
+ * A public key whose shared secret is all zero (a low-order point) rejects with
+ * HybridError `invalid_response`.
+ * @returns {Promise<HpkeSenderContext>}
+ */
+export async function setupHpkeSender(publicKey, info, { ephemeralKeyPair } = {}) {
+  const pkRm = toBytes(publicKey);
+  if (pkRm.length !== HPKE_NPK) throw new TypeError("an X25519 public key is 32 bytes");
+  const pkR = await subtle().importKey("raw", pkRm, { name: "X25519" }, true, []);
+  const pair = ephemeralKeyPair ?? (await subtle().generateKey({ name: "X25519" }, false, ["deriveBits"]));
+  let dh;
+  try {
+    dh = new Uint8Array(await subtle().deriveBits({ name: "X25519", public: pkR }, pair.privateKey, 256));
+  } catch (err) {
+    throw invalidResponse("the server's HPKE public key is not usable", 0, err);
+  }
+  const enc = new Uint8Array(await subtle().exportKey("raw", pair.publicKey));
+  // Encap (§4.1): shared_secret = ExtractAndExpand(dh, enc || pkRm)
+  const eaePrk = await labeledExtract(KEM_SUITE_ID, new Uint8Array(0), "eae_prk", dh);
+  const sharedSecret = await labeledExpand(KEM_SUITE_ID, eaePrk, "shared_secret", concatAll([enc, pkRm]), HPKE_NH);
+  // KeySchedule (§5.1), mode_base, empty psk and psk_id
+  const empty = new Uint8Array(0);
+  const pskIdHash = await labeledExtract(HPKE_SUITE_ID, empty, "psk_id_hash", empty);
+  const infoHash = await labeledExtract(HPKE_SUITE_ID, empty, "info_hash", toBytes(info ?? empty));
+  const context = concatAll([Uint8Array.of(0), pskIdHash, infoHash]);
+  const secret = await labeledExtract(HPKE_SUITE_ID, sharedSecret, "secret", empty);
+  const key = await labeledExpand(HPKE_SUITE_ID, secret, "key", context, HPKE_NK);
+  const baseNonce = await labeledExpand(HPKE_SUITE_ID, secret, "base_nonce", context, HPKE_NN);
+  const exporterSecret = await labeledExpand(HPKE_SUITE_ID, secret, "exp", context, HPKE_NH);
+  const aeadKey = await subtle().importKey("raw", key, { name: "AES-GCM" }, false, ["encrypt"]);
+  for (const bytes of [dh, eaePrk, sharedSecret, secret, key]) bytes.fill(0);
+  return new HpkeSenderContext(enc, aeadKey, baseNonce, exporterSecret);
+}
+
+/**
+ * EHBP's response key and base nonce (OHTTP, RFC 9458 §4.4): prk = HKDF-Extract(enc ||
+ * response_nonce, secret); key = HKDF-Expand(prk, "key", 32); base_nonce = HKDF-Expand(prk,
+ * "nonce", 12). Raw bytes, for known-answer tests; the client imports the key and zeroes them.
+ * @returns {Promise<{key: Uint8Array, baseNonce: Uint8Array}>}
+ */
+export async function deriveEhbpResponseKeys(exportedSecret, enc, responseNonce) {
+  const secret = toBytes(exportedSecret);
+  const encBytes = toBytes(enc);
+  const nonce = toBytes(responseNonce);
+  if (secret.length !== 32 || encBytes.length !== HPKE_NPK || nonce.length !== 32) {
+    throw new TypeError("the exported secret, enc and response nonce are 32 bytes each");
+  }
+  const prk = await hkdfExtract(concatAll([encBytes, nonce]), secret);
+  const key = await hkdfExpand(prk, encoder.encode("key"), HPKE_NK);
+  const baseNonce = await hkdfExpand(prk, encoder.encode("nonce"), HPKE_NN);
+  prk.fill(0);
+  return { key, baseNonce };
+}
+
+function frameOf(ciphertext) {
+  const out = new Uint8Array(4 + ciphertext.length);
+  new DataView(out.buffer).setUint32(0, ciphertext.length);
+  out.set(ciphertext, 4);
+  return out;
+}
+
+/**
+ * Splits a byte stream into EHBP frames (`LEN(4, big-endian) || CIPHERTEXT`), holding at most one
+ * partial frame; zero-length frames are dropped; a length over `maxFrame` throws before any of
+ * the frame is buffered.
+ */
+class FrameReader {
+  constructor(maxFrame) {
+    this.maxFrame = maxFrame;
+    this.chunks = [];
+    this.buffered = 0;
+    this.need = null; // ciphertext length of the frame being read
+  }
+
+  take(count) {
+    const out = new Uint8Array(count);
+    let at = 0;
+    while (at < count) {
+      const head = this.chunks[0];
+      const n = Math.min(head.length, count - at);
+      out.set(head.subarray(0, n), at);
+      at += n;
+      if (n === head.length) this.chunks.shift();
+      else this.chunks[0] = head.subarray(n);
+    }
+    this.buffered -= count;
+    return out;
+  }
+
+  /** @returns {Uint8Array[]} the ciphertexts of the frames completed by `data` */
+  feed(data) {
+    if (data.length) {
+      this.chunks.push(data);
+      this.buffered += data.length;
+    }
+    const frames = [];
+    for (;;) {
+      if (this.need === null) {
+        if (this.buffered < 4) return frames;
+        const prefix = this.take(4);
+        const length = new DataView(prefix.buffer).getUint32(0);
+        if (length === 0) continue;
+        if (length > this.maxFrame) throw invalidResponse("an EHBP frame longer than allowed");
+        this.need = length;
+      }
+      if (this.buffered < this.need) return frames;
+      frames.push(this.take(this.need));
+      this.need = null;
+    }
+  }
+
+  get partial() {
+    return this.buffered > 0 || this.need !== null;
+  }
+}
+
+/**
+ * Opens a format H response body as it arrives: `feed(bytes)` resolves to the plaintexts of the
+ * frames completed, each authenticated (AES-256-GCM, base_nonce XOR i), in order; `finish()`
+ * throws if the body stopped inside a frame. Any failure is a HybridError `invalid_response`, and
+ * every later call throws it again. Make one with `EhbpRequestSealer.responseOpener`.
+ */
+export class EhbpResponseOpener {
+  /** @private */
+  constructor(aeadKey, baseNonce, { maxFrame = EHBP.maxResponseFrame } = {}) {
+    this._aeadKey = aeadKey;
+    this._baseNonce = baseNonce;
+    this._reader = new FrameReader(maxFrame);
+    this._seq = 0;
+    this._failure = null;
+    /** Ciphertext lengths of the frames opened so far. */
+    this.frames = [];
+  }
+
+  /** An opener from the export of the request's context, its `enc` and the response nonce. */
+  static async create(exportedSecret, enc, responseNonce, options) {
+    const { key, baseNonce } = await deriveEhbpResponseKeys(exportedSecret, enc, responseNonce);
+    const aeadKey = await subtle().importKey("raw", key, { name: "AES-GCM" }, false, ["decrypt"]);
+    key.fill(0);
+    return new EhbpResponseOpener(aeadKey, baseNonce, options);
+  }
+
+  /** @returns {Promise<Uint8Array[]>} */
+  async feed(data) {
+    if (this._failure) throw this._failure;
+    try {
+      const plaintexts = [];
+      for (const ciphertext of this._reader.feed(toBytes(data))) {
+        const iv = frameNonce(this._baseNonce, this._seq);
+        let plaintext;
+        try {
+          plaintext = await subtle().decrypt({ name: "AES-GCM", iv, tagLength: 128 }, this._aeadKey, ciphertext);
+        } catch (err) {
+          throw invalidResponse(`EHBP response frame ${this._seq} failed authentication`, 0, err);
+        }
+        this._seq += 1;
+        this.frames.push(ciphertext.length);
+        plaintexts.push(new Uint8Array(plaintext));
+      }
+      return plaintexts;
+    } catch (err) {
+      this._failure = err instanceof HybridError ? err : invalidResponse("EHBP response framing failed", 0, err);
+      throw this._failure;
+    }
+  }
+
+  /** End of the body: throws HybridError `invalid_response` if it stopped inside a frame. */
+  finish() {
+    if (this._failure) throw this._failure;
+    if (this._reader.partial) {
+      this._failure = invalidResponse("the EHBP response ends inside a frame");
+      throw this._failure;
+    }
+  }
+}
+
+/**
+ * Seals a request body to the server's HPKE key (format H, the client's half). `headerValue` is
+ * the `Ehbp-Encapsulated-Key` to send (lowercase hex of enc). `seal(part)` resolves to the frames
+ * of a part of the body, one per `EHBP.frameSize` bytes (an empty part gives no frame).
+ *
+ *     const sealer = await EhbpRequestSealer.create(keyConfig.publicKey);
+ *     const wire = await sealer.seal(body);
+ *     const opener = await sealer.responseOpener(res.headers.get("Ehbp-Response-Nonce"));
+ */
+export class EhbpRequestSealer {
+  /** @private */
+  constructor(context) {
+    this._context = context;
+    this.enc = context.enc;
+    this.headerValue = bytesToHex(context.enc);
+    /** Ciphertext lengths of the frames sealed so far. */
+    this.frames = [];
+  }
+
+  /** `ephemeralKeyPair`: a fixed X25519 CryptoKeyPair, for known-answer tests only. */
+  static async create(publicKey, { ephemeralKeyPair } = {}) {
+    return new EhbpRequestSealer(await setupHpkeSender(publicKey, encoder.encode(EHBP.requestInfo), { ephemeralKeyPair }));
+  }
+
+  /** @returns {Promise<Uint8Array>} framed ciphertext of `plaintext` */
+  async seal(plaintext) {
+    const bytes = toBytes(plaintext);
+    const frames = [];
+    for (let start = 0; start < bytes.length; start += EHBP.frameSize) {
+      const ciphertext = await this._context.seal(bytes.subarray(start, start + EHBP.frameSize));
+      this.frames.push(ciphertext.length);
+      frames.push(frameOf(ciphertext));
+    }
+    return frames.length === 1 ? frames[0] : concatAll(frames);
+  }
+
+  /** The 32-byte "ehbp response" export of the request's context. */
+  exportedSecret() {
+    return this._context.export(encoder.encode(EHBP.exportLabel), 32);
+  }
+
+  /**
+   * The opener of the answer, given its `Ehbp-Response-Nonce` value (exactly 64 hex digits;
+   * HybridError `invalid_response` otherwise).
+   * @returns {Promise<EhbpResponseOpener>}
+   */
+  async responseOpener(nonceHeader, options) {
+    const value = typeof nonceHeader === "string" ? nonceHeader.replace(/^[ \t]+|[ \t]+$/g, "") : "";
+    if (!/^[0-9a-fA-F]{64}$/.test(value)) throw invalidResponse("the Ehbp-Response-Nonce is not 64 hex digits");
+    const secret = await this.exportedSecret();
+    try {
+      return await EhbpResponseOpener.create(secret, this.enc, hexToBytes(value), options);
+    } finally {
+      secret.fill(0);
+    }
+  }
+}
+
+/**
+ * A ReadableStream of the plaintext of a format H response `body` (a ReadableStream of bytes, as
+ * fetch gives), frame by frame as they arrive and authenticate. It errors with HybridError
+ * `invalid_response` on a frame that does not open or a body that ends inside a frame.
+ * `onEnd(error|null)` is called once when the body ended, failed or was cancelled.
+ */
+export function openEhbpResponseStream(body, opener, { onEnd } = {}) {
+  const reader = body.getReader();
+  let ended = false;
+  const end = (error) => {
+    if (ended) return;
+    ended = true;
+    if (onEnd) onEnd(error);
+  };
+  return new ReadableStream(
+    {
+      async pull(controller) {
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) {
+              opener.finish();
+              controller.close();
+              end(null);
+              return;
+            }
+            const plaintexts = await opener.feed(value);
+            for (const plaintext of plaintexts) if (plaintext.length) controller.enqueue(plaintext);
+            if (plaintexts.length) return;
+          }
+        } catch (err) {
+          const error = err instanceof HybridError ? err : invalidResponse("the EHBP response could not be read", 0, err);
+          controller.error(error);
+          reader.cancel(error).catch(() => {});
+          end(error);
+        }
+      },
+      cancel(reason) {
+        end(null);
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
 // The client
 // ---------------------------------------------------------------------------------------------
 
-const FORMATS = ["jwe", "session", "envelope"];
+const FORMATS = ["jwe", "session", "envelope", "ehbp"];
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 const DEVICE_ID_RE = /^[\x21-\x7e]{1,128}$/;
 const SESSION_EXPIRY_MARGIN_MS = 5000;
@@ -1058,11 +1510,127 @@ function buildResponse(res, status, body, contentType) {
   return new Response(nullBody ? null : body, { status, statusText: res.statusText, headers });
 }
 
+// -- Format H helpers ---------------------------------------------------------------------------
+
+/** Bytes per read of a Blob body (format H seals it as it reads). */
+const BLOB_SLICE = 1024 * 1024;
+/** Wire bytes kept for display (ExchangeInfo.ehbp.requestHead / responseHead). */
+const WIRE_HEAD_BYTES = 512;
+/** A plaintext request body at most this long is kept as text in ExchangeInfo (format H). */
+const KEPT_PLAINTEXT = 1024 * 1024;
+
+/**
+ * A format H body as a source of chunks: `{chunks(): AsyncIterator<Uint8Array>, replayable,
+ * type, bytes}` (bytes only for an in-memory body), or null for no body. Strings are UTF-8, plain
+ * objects and arrays JSON; Blobs are read slice by slice; a ReadableStream is read once (so it
+ * cannot be sent again after a 422).
+ */
+async function ehbpBodySource(body) {
+  if (body === undefined || body === null) return null;
+  const isStream = typeof ReadableStream !== "undefined" && body instanceof ReadableStream;
+  if (isStream) {
+    const reader = body.getReader();
+    let used = false;
+    return {
+      replayable: false,
+      type: "application/octet-stream",
+      bytes: null,
+      async *chunks() {
+        if (used) throw new TypeError("a ReadableStream body can be read once");
+        used = true;
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) return;
+          if (!(value instanceof Uint8Array)) throw new TypeError("a ReadableStream body yields Uint8Array chunks");
+          yield value;
+        }
+      },
+    };
+  }
+  if (typeof Blob !== "undefined" && body instanceof Blob) {
+    return {
+      replayable: true,
+      type: body.type || "application/octet-stream",
+      bytes: null,
+      async *chunks() {
+        for (let start = 0; start < body.size; start += BLOB_SLICE) {
+          yield new Uint8Array(await body.slice(start, start + BLOB_SLICE).arrayBuffer());
+        }
+      },
+    };
+  }
+  const read = await readBody(body);
+  const binary = body instanceof ArrayBuffer || ArrayBuffer.isView(body);
+  return {
+    replayable: true,
+    type: read.type ?? (binary ? "application/octet-stream" : "application/json"),
+    bytes: read.bytes,
+    async *chunks() {
+      if (read.bytes.length) yield read.bytes;
+    },
+  };
+}
+
+/** The chunks from the first non-empty one on, or null when the source yields no byte at all. */
+async function firstNonEmpty(iterator) {
+  for (;;) {
+    const { done, value } = await iterator.next();
+    if (done) return null;
+    if (value.length) {
+      let first = value;
+      return {
+        async next() {
+          if (first) {
+            const out = { done: false, value: first };
+            first = null;
+            return out;
+          }
+          return iterator.next();
+        },
+      };
+    }
+  }
+}
+
+/** Frames of EHBP.frameSize plaintext bytes, sealed as the chunks are read (one frame held). */
+async function* sealedFrames(sealer, chunks) {
+  let pending = [];
+  let pendingBytes = 0;
+  const flush = async (count) => {
+    const plain = concatAll(pending);
+    pending = plain.length > count ? [plain.subarray(count)] : [];
+    pendingBytes = plain.length - count;
+    return sealer.seal(plain.subarray(0, count));
+  };
+  for (;;) {
+    const { done, value } = await chunks.next();
+    if (done) break;
+    pending.push(value);
+    pendingBytes += value.length;
+    if (pendingBytes >= EHBP.frameSize) {
+      yield await flush(pendingBytes - (pendingBytes % EHBP.frameSize));
+    }
+  }
+  if (pendingBytes) yield await flush(pendingBytes);
+}
+
+/** Whether a response is EHBP's 422 key-configuration problem. */
+function isKeyConfigProblem(res, text) {
+  if (res.status !== 422) return false;
+  const mediaType = (res.headers.get("content-type") ?? "").split(";", 1)[0].trim().toLowerCase();
+  if (mediaType !== "application/problem+json") return false;
+  const problem = tryParseJson(text);
+  return Boolean(problem && typeof problem === "object" && problem.type === EHBP.keyConfigProblemType);
+}
+
+/** Whether this looks like a browser, where streamed uploads need HTTP/2 or HTTP/3. */
+const inBrowser = () => typeof document !== "undefined";
+
 /**
  * What travelled on the wire in one exchange (`client.lastExchange`, `onExchange`).
  * @typedef {object} ExchangeInfo
  * @property {"request"|"handshake"|"close"} kind
- * @property {"jwe"|"session"|"envelope"} format
+ * @property {"jwe"|"session"|"envelope"|"ehbp"} format
  * @property {string} method
  * @property {string} url
  * @property {Object<string, string>} requestHeaders headers as sent (lower-case names)
@@ -1115,6 +1683,11 @@ export class HybridClient {
     this.pinnedKid = options.pinnedKid ?? null;
     this.pinnedSigningKid = options.pinnedSigningKid !== undefined ? options.pinnedSigningKid : this.pinnedKid;
     this.encryptResponse = options.encryptResponse ?? true;
+    const streamUploads = options.streamUploads ?? "auto";
+    if (streamUploads !== "auto" && streamUploads !== true && streamUploads !== false) {
+      throw new TypeError('streamUploads is "auto", true or false');
+    }
+    this.streamUploads = streamUploads;
     this.onExchange = options.onExchange ?? null;
     /** @type {ExchangeInfo|null} what travelled on the wire in the last exchange */
     this.lastExchange = null;
@@ -1136,19 +1709,25 @@ export class HybridClient {
     this._handshaking = null; // the handshake in flight, if any
     this._reuse = null; // reuseKey: {scope, cekKey, wrapped}
     this._closed = false;
+    this._hpke = null; // format H: {keyId, publicKey, kid} of /.well-known/hpke-keys
+    this._keysProtocol = null; // format H: the HTTP version that served the keys, when known
+    this._streamUploadRefused = false; // format H: fetch refused a streamed upload once
   }
 
   /**
    * Fetch the server's keys (and, for "session", make the handshake) and return a ready client.
    *
    * @param {object} options
-   * @param {"jwe"|"session"|"envelope"} options.format the wire format (PROTOCOL.md J, S, E)
+   * @param {"jwe"|"session"|"envelope"|"ehbp"} options.format the wire format (PROTOCOL.md J, S, E, H)
    * @param {string} [options.baseUrl] origin (and mount path) of the API, "" = same origin
    * @param {string} [options.prefix] the blueprint's URL prefix, default "/hybrid"
    * @param {string} [options.deviceId] format S device id (default: random per client)
    * @param {object} [options.jsencrypt] a JSEncrypt instance: format E then wraps with PKCS#1 v1.5
    * @param {boolean} [options.reuseKey] S and J: one CEK (and wrapped key) for the session
-   * @param {string} [options.pinnedKid] the identity key must have this kid (RFC 7638 thumbprint)
+   * @param {string} [options.pinnedKid] the identity key must have this kid (RFC 7638 thumbprint);
+   *   format H: the HPKE public key, as hex
+   * @param {"auto"|boolean} [options.streamUploads] format H: send a ReadableStream body as it is
+   *   sealed (duplex "half"); "auto" (default) does unless a browser got the keys over HTTP/1.x
    * @param {string|null} [options.pinnedSigningKid] response signatures must be made by the signing
    *   key with this kid (default: pinnedKid; null: any signing key of jwks.json)
    * @param {boolean} [options.encryptResponse] format E: ask for a sealed response (default true)
@@ -1160,7 +1739,9 @@ export class HybridClient {
    */
   static async connect(options) {
     const client = new HybridClient(options);
-    if (client.format === "envelope") {
+    if (client.format === "ehbp") {
+      await client._loadKeyConfig();
+    } else if (client.format === "envelope") {
       await client._loadPublicKey();
     } else {
       await client._loadJwks();
@@ -1174,8 +1755,9 @@ export class HybridClient {
     return this._session ? this._session.sessionId : null;
   }
 
-  /** The kid of the identity key requests are encrypted to (formats J and E). */
+  /** The kid of the identity key requests are encrypted to (formats J and E); format H: the HPKE public key (hex). */
   get kid() {
+    if (this.format === "ehbp") return this._hpke ? this._hpke.kid : null;
     if (this.format === "envelope") return this._envelopeKey ? this._envelopeKey.kid : null;
     return this.pinnedKid ?? this._currentKid;
   }
@@ -1200,6 +1782,7 @@ export class HybridClient {
     if (this._closed) throw new HybridError("invalid_session", "this client was closed");
     const url = this._resolve(input);
     const method = String(init.method ?? "GET").toUpperCase();
+    if (this.format === "ehbp") return this._fetchEhbp(url, method, init);
     const userHeaders = new Headers(init.headers ?? undefined);
     const read = await readBody(init.body);
     const body = read.bytes && read.bytes.length > 0 ? read.bytes : null;
@@ -1388,6 +1971,7 @@ export class HybridClient {
   }
 
   async _refreshKeys() {
+    if (this.format === "ehbp") return this._loadKeyConfig();
     this._keys = new Map();
     this._jwksLoaded = false;
     this._reuse = null;
@@ -1456,6 +2040,217 @@ export class HybridClient {
       });
     }
     return "valid";
+  }
+
+  // -- Format H (EHBP) --------------------------------------------------------------------------
+
+  /**
+   * Load the server's key_config from `/.well-known/hpke-keys` at the origin's root (EHBP clients
+   * drop any path of the base URL). Its media type must be application/ohttp-keys.
+   */
+  async _loadKeyConfig() {
+    const url = new URL(EHBP.keysPath, this._resolve("/").origin);
+    const res = await this._fetch(url.href, { method: "GET" });
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const mediaType = (res.headers.get("content-type") ?? "").split(";", 1)[0].trim().toLowerCase();
+    if (res.status !== 200 || mediaType !== EHBP.keysMediaType) {
+      throw invalidResponse(`GET ${EHBP.keysPath} answered ${res.status} ${mediaType || "without a type"}`, res.status);
+    }
+    const config = parseKeyConfig(bytes);
+    const kid = bytesToHex(config.publicKey);
+    if (this.pinnedKid && this.pinnedKid.toLowerCase() !== kid) {
+      throw new HybridError("unknown_key", `the server's HPKE key is not the pinned ${this.pinnedKid}`);
+    }
+    this._hpke = { ...config, kid };
+    // Resource Timing tells which HTTP version served the keys (same origin, or Timing-Allow-Origin).
+    const entries = globalThis.performance?.getEntriesByName?.(url.href) ?? [];
+    this._keysProtocol = entries.length ? entries[entries.length - 1].nextHopProtocol || null : null;
+  }
+
+  /** Whether to try sending a ReadableStream body as it is sealed (see ConnectOptions.streamUploads). */
+  _mayStreamUpload() {
+    if (this.streamUploads === false || this._streamUploadRefused) return false;
+    if (this.streamUploads === true) return true;
+    // "auto": browsers stream uploads only over HTTP/2 and HTTP/3; Node's fetch over any.
+    return !(inBrowser() && /^http\/1/i.test(this._keysProtocol ?? ""));
+  }
+
+  /** Format H: one request, resent once after the 422 key-config problem when the body allows. */
+  async _fetchEhbp(url, method, init) {
+    const userHeaders = new Headers(init.headers ?? undefined);
+    for (const name of ["content-length", "transfer-encoding", EHBP.encapsulatedKeyHeader, EHBP.responseNonceHeader]) {
+      userHeaders.delete(name);
+    }
+    const source = await ehbpBodySource(init.body);
+    if (source && !userHeaders.has("content-type")) userHeaders.set("content-type", source.type);
+    const { method: _m, headers: _h, body: _b, duplex: _d, ...rest } = init;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this._attemptEhbp({ url, method, userHeaders, source, rest });
+      } catch (err) {
+        if (!(err instanceof HybridError) || err.code !== "key_config_mismatch" || attempt > 1) throw err;
+        await this._loadKeyConfig(); // EHBP §5.4.3: refetch the keys, and resend what can be
+        if (!source.replayable) throw err;
+      }
+    }
+  }
+
+  async _attemptEhbp({ url, method, userHeaders, source, rest }) {
+    const headers = new Headers(userHeaders);
+    const chunks = source ? await firstNonEmpty(source.chunks()) : null;
+    const info = {
+      encapsulatedKey: null,
+      responseNonce: null,
+      requestFrames: [],
+      responseFrames: [],
+      requestWireBytes: 0,
+      responseWireBytes: 0,
+      requestHead: new Uint8Array(0),
+      responseHead: new Uint8Array(0),
+      streamedUpload: false,
+    };
+    let sealer = null;
+    let res;
+    if (!chunks) {
+      // A bodiless request goes as it is, and its answer is plain (EHBP §5.1): no key to seal to.
+      headers.delete("content-type");
+      res = await this._fetch(url.href, { ...rest, method, headers, body: null });
+    } else {
+      sealer = await EhbpRequestSealer.create(this._hpke.publicKey);
+      headers.set(EHBP.encapsulatedKeyHeader, sealer.headerValue);
+      info.encapsulatedKey = sealer.headerValue;
+      info.requestFrames = sealer.frames;
+      res = await this._sendEhbp(url, method, headers, rest, sealer, chunks, source, info);
+    }
+    const keptPlaintext = source?.bytes && source.bytes.length <= KEPT_PLAINTEXT ? lenientDecoder.decode(source.bytes) : null;
+    const exchange = {
+      kind: "request",
+      format: this.format,
+      method,
+      url: url.href,
+      requestHeaders: headersToObject(headers),
+      requestBody: null,
+      requestPlaintext: chunks ? keptPlaintext : null,
+      status: res.status,
+      responseHeaders: headersToObject(res.headers),
+      responseBody: "",
+      sealed: false,
+      signature: "absent",
+      plaintext: null,
+      error: null,
+      ehbp: info,
+    };
+    const fail = (err) => {
+      if (err instanceof HybridError) err.status = err.status || res.status;
+      exchange.error = { code: err.code ?? "error", message: err.message };
+      this._record(exchange);
+      throw err;
+    };
+    const noBody = method === "HEAD" || NULL_BODY_STATUSES.has(res.status) || !res.body;
+    const nonce = res.headers.get(EHBP.responseNonceHeader);
+
+    if (sealer === null || nonce === null) {
+      const bytes = noBody ? new Uint8Array(0) : new Uint8Array(await res.arrayBuffer());
+      exchange.responseBody = lenientDecoder.decode(bytes);
+      info.responseWireBytes = bytes.length;
+      info.responseHead = bytes.slice(0, WIRE_HEAD_BYTES);
+      if (sealer !== null) {
+        // Unsealed answer to a sealed request: a refusal, or something the path made up.
+        if (isKeyConfigProblem(res, exchange.responseBody)) {
+          fail(new HybridError("key_config_mismatch", "the request is not sealed to a current HPKE key of the server", { status: 422 }));
+        }
+        const refusal = parseRefusal(res, exchange.responseBody);
+        if (refusal) fail(this._refusalError(refusal, res, { verified: false }));
+        if (res.ok) fail(invalidResponse(`the server answered ${res.status} to a sealed request without sealing it`, res.status));
+      }
+      this._record(exchange);
+      return buildResponse(res, res.status, noBody ? null : bytes, res.headers.get("content-type"));
+    }
+
+    // Sealed: opened whatever the status (EHBP §5.1), frame by frame as it arrives.
+    let opener;
+    try {
+      opener = await sealer.responseOpener(nonce);
+    } catch (err) {
+      if (res.body) res.body.cancel().catch(() => {});
+      fail(err);
+    }
+    info.responseNonce = nonce;
+    info.responseFrames = opener.frames;
+    exchange.sealed = true;
+    exchange.signature = "not-needed";
+    if (noBody) {
+      this._record(exchange);
+      return buildResponse(res, res.status, null, res.headers.get("content-type"));
+    }
+    const heads = [];
+    const counted = res.body.pipeThrough(
+      new TransformStream({
+        transform(chunk, controller) {
+          if (info.responseWireBytes < WIRE_HEAD_BYTES) heads.push(chunk.subarray(0, WIRE_HEAD_BYTES - info.responseWireBytes));
+          info.responseWireBytes += chunk.length;
+          controller.enqueue(chunk);
+        },
+      }),
+    );
+    const plaintext = openEhbpResponseStream(counted, opener, {
+      onEnd: (error) => {
+        info.responseHead = concatAll(heads);
+        if (error) exchange.error = { code: error.code ?? "error", message: error.message };
+        this._record(exchange);
+      },
+    });
+    return buildResponse(res, res.status, plaintext, res.headers.get("content-type"));
+  }
+
+  /**
+   * Send the sealed frames: streamed as they are sealed (a ReadableStream body, when allowed), or
+   * collected into one body with a Content-Length, as the npm client sends. A streamed attempt
+   * that fetch refuses before reading a byte (Chromium over HTTP/1.1) falls back to the latter.
+   */
+  async _sendEhbp(url, method, headers, rest, sealer, chunks, source, info) {
+    const heads = [];
+    const note = (frame) => {
+      if (info.requestWireBytes < WIRE_HEAD_BYTES) heads.push(frame.subarray(0, WIRE_HEAD_BYTES - info.requestWireBytes));
+      info.requestWireBytes += frame.length;
+      info.requestHead = concatAll(heads);
+    };
+    const frames = sealedFrames(sealer, chunks);
+    if (!source.replayable && this._mayStreamUpload()) {
+      let pulled = false;
+      const body = new ReadableStream(
+        {
+          async pull(controller) {
+            pulled = true;
+            try {
+              const { done, value } = await frames.next();
+              if (done) controller.close();
+              else {
+                note(value);
+                controller.enqueue(value);
+              }
+            } catch (err) {
+              controller.error(err);
+            }
+          },
+        },
+        { highWaterMark: 0 },
+      );
+      info.streamedUpload = true;
+      try {
+        return await this._fetch(url.href, { ...rest, method, headers, body, duplex: "half" });
+      } catch (err) {
+        if (pulled || !(err instanceof TypeError)) throw err;
+        this._streamUploadRefused = true; // nothing was read: send it buffered, and from now on
+        info.streamedUpload = false;
+      }
+    }
+    const parts = [];
+    for await (const frame of frames) {
+      note(frame);
+      parts.push(frame);
+    }
+    return this._fetch(url.href, { ...rest, method, headers, body: new Blob(parts) });
   }
 
   // -- Session (format S) -----------------------------------------------------------------------
