@@ -316,3 +316,29 @@ def test_topology_storage_urls_are_refused_without_echoing_them() -> None:
     with pytest.raises(ValueError) as refused:
         limit_storage_from_url("redis+sentinel://:hunter2@127.0.0.1:26379")
     assert "hunter2" not in str(refused.value)
+
+
+def test_the_in_process_storage_counts_windows_without_threads() -> None:
+    import threading
+
+    from limits import parse
+
+    from flask_hybrid.ratelimit import ProcessStorage, RateLimits
+
+    before = threading.active_count()
+    limits = RateLimits(handshake="3 per 2 second", jwe=None)
+    assert isinstance(limits.storage, ProcessStorage)
+    for _ in range(3):
+        limits.hit_handshake("192.0.2.7")
+    with pytest.raises(RateLimited) as refused:
+        limits.hit_handshake("192.0.2.7")
+    assert 1 <= refused.value.retry_after <= 2
+    limits.hit_handshake("192.0.2.8")  # another address, its own window
+    assert threading.active_count() == before  # limits' MemoryStorage starts a timer thread
+    time.sleep(2.05)
+    limits.hit_handshake("192.0.2.7")  # the window ended
+    storage = ProcessStorage()
+    item = parse("5 per second")
+    assert storage.incr(item.key_for("a"), 1) == 1 and storage.get(item.key_for("a")) == 1
+    storage.clear(item.key_for("a"))
+    assert storage.get(item.key_for("a")) == 0 and storage.reset() == 0
