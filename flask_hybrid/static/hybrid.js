@@ -1292,11 +1292,15 @@ export class EhbpResponseOpener {
     return new EhbpResponseOpener(aeadKey, baseNonce, options);
   }
 
-  /** @returns {Promise<Uint8Array[]>} */
+  /**
+   * The plaintexts of the frames `data` completes. Frames that authenticated before a failing one
+   * are still returned; the failure is thrown by the next call (feed or finish).
+   * @returns {Promise<Uint8Array[]>}
+   */
   async feed(data) {
     if (this._failure) throw this._failure;
+    const plaintexts = [];
     try {
-      const plaintexts = [];
       for (const ciphertext of this._reader.feed(toBytes(data))) {
         const iv = frameNonce(this._baseNonce, this._seq);
         let plaintext;
@@ -1312,6 +1316,7 @@ export class EhbpResponseOpener {
       return plaintexts;
     } catch (err) {
       this._failure = err instanceof HybridError ? err : invalidResponse("EHBP response framing failed", 0, err);
+      if (plaintexts.length) return plaintexts;
       throw this._failure;
     }
   }

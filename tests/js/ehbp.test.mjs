@@ -110,7 +110,7 @@ describe("EHBP vectors", () => {
     const flipped = wire.slice();
     flipped[10] ^= 1;
     const a = await EhbpResponseOpener.create(...args);
-    await assert.rejects(a.feed(flipped), isInvalidResponse);
+    await assert.rejects(a.feed(flipped), isInvalidResponse); // its only frame
     await assert.rejects(a.feed(new Uint8Array(0)), isInvalidResponse); // stays failed
     const b = await EhbpResponseOpener.create(...args);
     assert.deepEqual(await b.feed(wire.subarray(0, wire.length - 1)), []);
