@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,8 @@ def page(browser: Browser, h_live: LiveServer) -> Iterator[Page]:
     page.evaluate(
         """async () => {
             window.fh = await import("flask-hybrid");
-            window.connect = (options = {}) => fh.HybridClient.connect({ format: "ehbp", ...options });
+            window.connect = (options = {}) =>
+                fh.HybridClient.connect({ format: "ehbp", ...options });
         }"""
     )
     try:
@@ -100,15 +101,19 @@ def test_small_json_round_trip_and_bodiless_request(page: Page, h_live: LiveServ
     result = page.evaluate(
         """async () => {
             const client = await connect();
-            const res = await client.fetch("/api/echo", { method: "POST", body: { card: "4111 1111 1111 1111" } });
+            const card = "4111 1111 1111 1111";
+            const res = await client.fetch("/api/echo", { method: "POST", body: { card } });
             const json = await res.json();
             const ex = client.lastExchange;
             const plain = await client.fetch("/hybrid/jwks.json");
             return {
                 kid: client.kid, status: res.status, json, type: res.headers.get("content-type"),
                 sealed: ex.sealed, signature: ex.signature, format: ex.format, error: ex.error,
-                enc: ex.requestHeaders["ehbp-encapsulated-key"], info: { ...ex.ehbp,
-                    requestHead: fh.bytesToHex(ex.ehbp.requestHead), responseHead: fh.bytesToHex(ex.ehbp.responseHead) },
+                enc: ex.requestHeaders["ehbp-encapsulated-key"], info: {
+                    ...ex.ehbp,
+                    requestHead: fh.bytesToHex(ex.ehbp.requestHead),
+                    responseHead: fh.bytesToHex(ex.ehbp.responseHead),
+                },
                 plainStatus: plain.status, plainSealed: client.lastExchange.sealed,
                 plainEnc: client.lastExchange.ehbp.encapsulatedKey,
             };
@@ -146,7 +151,8 @@ def test_several_mib_up_as_a_blob_and_down_chunk_by_chunk(page: Page) -> None:
             const client = await connect();
             const bytes = new Uint8Array(size);
             for (let i = 0; i < size; i++) bytes[i] = (i * 7) % 251;
-            const digest = fh.bytesToHex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
+            const sha = await crypto.subtle.digest("SHA-256", bytes);
+            const digest = fh.bytesToHex(new Uint8Array(sha));
             const up = await client.fetch("/digest", { method: "POST", body: new Blob([bytes]) });
             const upJson = await up.json();
             const frames = client.lastExchange.ehbp.requestFrames;
@@ -182,11 +188,20 @@ def test_a_readable_stream_body_over_http1(page: Page, stream_uploads: str | boo
         """async (streamUploads) => {
             const client = await connect({ streamUploads });
             let n = 0;
-            const body = new ReadableStream({ pull(c) { if (n++ === 20) c.close(); else c.enqueue(new Uint8Array(50000).fill(n)); } });
+            const body = new ReadableStream({
+                pull(c) {
+                    if (n++ === 20) c.close();
+                    else c.enqueue(new Uint8Array(50000).fill(n));
+                },
+            });
             const res = await client.fetch("/digest", { method: "POST", body });
-            const again = await client.fetch("/digest", { method: "POST", body: new ReadableStream({ start(c) { c.enqueue(new Uint8Array(3)); c.close(); } }) });
-            return { json: await res.json(), again: await again.json(), ex: client.lastExchange.ehbp.streamedUpload,
-                     frames: client.lastExchange.ehbp.requestFrames };
+            const three = new ReadableStream({
+                start(c) { c.enqueue(new Uint8Array(3)); c.close(); },
+            });
+            const again = await client.fetch("/digest", { method: "POST", body: three });
+            const { streamedUpload, requestFrames } = client.lastExchange.ehbp;
+            return { json: await res.json(), again: await again.json(),
+                     ex: streamedUpload, frames: requestFrames };
         }""",
         stream_uploads,
     )
@@ -202,10 +217,15 @@ TAMPER_SCRIPT = """async () => {
     const reader = res.body.getReader();
     const got = [];
     try {
-        for (;;) { const { done, value } = await reader.read(); if (done) break; got.push(value.length); }
+        for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            got.push(value.length);
+        }
         return { status: res.status, got, error: null };
     } catch (err) {
-        return { status: res.status, got, error: err.code, name: err.name, recorded: client.lastExchange.error };
+        const recorded = client.lastExchange.error;
+        return { status: res.status, got, error: err.code, name: err.name, recorded };
     }
 }"""
 
@@ -244,8 +264,12 @@ def test_an_unsealed_2xx_answer_to_a_sealed_request_is_refused(page: Page) -> No
     result = page.evaluate(
         """async () => {
             const client = await connect();
-            try { await client.fetch("/api/echo", { method: "POST", body: { a: 1 } }); return null; }
-            catch (err) { return { code: err.code, status: err.status }; }
+            try {
+                await client.fetch("/api/echo", { method: "POST", body: { a: 1 } });
+                return null;
+            } catch (err) {
+                return { code: err.code, status: err.status };
+            }
         }"""
     )
     assert result == {"code": "invalid_response", "status": 200}
@@ -267,7 +291,8 @@ def test_key_config_422_refetches_and_resends_once(page: Page) -> None:
     result = page.evaluate(
         """async () => {
             const seen = [];
-            const client = await connect({ onExchange: (ex) => seen.push([ex.status, ex.error && ex.error.code]) });
+            const onExchange = (ex) => seen.push([ex.status, ex.error && ex.error.code]);
+            const client = await connect({ onExchange });
             const staleKid = client.kid;
             const res = await client.fetch("/api/echo", { method: "POST", body: { n: 1 } });
             return { json: await res.json(), seen, staleKid, kid: client.kid };
@@ -295,9 +320,15 @@ def test_key_config_422_with_a_stream_body_is_not_resent(page: Page) -> None:
     result = page.evaluate(
         """async () => {
             const client = await connect();
-            const body = new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode('{"n":2}')); c.close(); } });
+            const body = new ReadableStream({
+                start(c) { c.enqueue(new TextEncoder().encode('{"n":2}')); c.close(); },
+            });
             let error = null;
-            try { await client.fetch("/api/echo", { method: "POST", body }); } catch (err) { error = [err.code, err.status]; }
+            try {
+                await client.fetch("/api/echo", { method: "POST", body });
+            } catch (err) {
+                error = [err.code, err.status];
+            }
             const next = await client.fetch("/api/echo", { method: "POST", body: { n: 3 } });
             return { error, next: await next.json() };
         }"""
