@@ -136,8 +136,13 @@ def test_tampered_frame_releases_nothing(server_key: hpke.HpkePrivateKey) -> Non
         opener.feed(b"")
     with pytest.raises(InvalidPayload):
         opener.finish()
-    with pytest.raises(RuntimeError):
-        opener.response_sealer()
+    # The first frame proved the key: the refusal can be sealed to it (EHBP §5.1).
+    assert len(opener.response_sealer().nonce_header) == 64
+    unproved = ehbp.RequestOpener([server_key], sealer.header_value, max_body=MAX_BODY)
+    with pytest.raises(KeyConfigMismatch):  # a first frame that no key opens
+        unproved.feed(tampered[:4] + bytes([tampered[4] ^ 1]) + tampered[5:cut])
+    with pytest.raises(RuntimeError):  # nothing opened: nothing to answer sealed
+        unproved.response_sealer()
 
 
 def test_reordered_frames_are_refused(server_key: hpke.HpkePrivateKey) -> None:

@@ -182,13 +182,13 @@ def _canonical_by_reencoding(text: bytes, urlsafe: bool) -> bool:
 
 @pytest.mark.parametrize("urlsafe", [False, True])
 def test_canonical_base64_agrees_with_reencoding(urlsafe: bool) -> None:
-    alphabet = b"AQgwBR+/-_="
+    alphabet = b"AQgwBR+/-_=. "
     for length in range(0, 5):
         for letters in itertools.product(alphabet, repeat=length):
             text = bytes(letters)
-            check = encoding.b64url_decoded_size if urlsafe else encoding.b64_decoded_size
+            decode = encoding.b64url_decode if urlsafe else encoding.b64decode
             try:
-                check(text)
+                decode(text)
                 accepted = True
             except InvalidPayload:
                 accepted = False
@@ -306,3 +306,16 @@ def test_iv_pages_never_repeat_across_threads_and_forks() -> None:
     child_first = os.read(read_end, 12)
     seen.extend([parent_next, child_first, aead.new_iv()])
     assert len(set(seen)) == len(seen) and all(len(iv) == 12 for iv in seen)
+
+
+@pytest.mark.parametrize("intruder", [b".", b"!", b"+", b"=", b" "])
+def test_a_large_ciphertext_is_checked_as_it_is_decoded(intruder: bytes) -> None:
+    from flask_hybrid.core import jwe
+
+    cek = aead.new_cek()
+    token = bytearray(jwe.encrypt({"alg": "dir", "enc": "A256GCM"}, b"x" * 300_000, cek).encode())
+    middle = len(token) // 2
+    token[middle : middle + 1] = intruder  # not base64url, deep inside the ciphertext
+    with pytest.raises(InvalidPayload):
+        parsed = jwe.parse_compact(memoryview(token), alg=jwe.ALG_DIR)
+        jwe.decrypt(parsed, cek)

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,8 +26,9 @@ Buffer = bytes | bytearray | memoryview
 #: Base64 characters decoded at a time when a field is streamed (a multiple of 4).
 B64_CHUNK = 64 * 1024
 _B64_TEXT = re.compile(rb"[A-Za-z0-9+/]*={0,2}")  # one character class: no per-character state
-_B64URL_TEXT = re.compile(rb"[A-Za-z0-9_-]*")
-_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_URLSAFE_TO_STRICT = bytes.maketrans(b"-_+/=", b"+/!!!")
+#: binascii checks the alphabet as it decodes (Python 3.11+): no separate pass over the text.
+_STRICT = sys.version_info >= (3, 11)
 # Canonical spelling, checked without decoding: the character before the padding carries bits
 # past the data's end (4 with "==", 2 with "="), which must be zero. These are the characters
 # (their byte values) whose value has those low bits clear; unpadded base64url likewise.
@@ -53,15 +55,29 @@ def _ascii(text: object) -> Buffer:
     raise InvalidPayload("bad_base64")
 
 
-def b64_decoded_size(text: object) -> int:
-    """Check standard padded base64 in its one canonical spelling; return its decoded size.
+def _decode(data: Buffer) -> bytes:
+    """binascii's decoder, strict where it can be: a character outside the alphabet, or
+    padding anywhere but at the end, is :class:`InvalidPayload`."""
+    try:
+        if _STRICT:
+            return binascii.a2b_base64(data, strict_mode=True)  # type: ignore[call-arg,unused-ignore]
+        if not _B64_TEXT.fullmatch(data):
+            raise InvalidPayload("bad_base64")
+        return binascii.a2b_base64(data)
+    except binascii.Error:
+        raise InvalidPayload("bad_base64") from None
 
-    No whitespace, no URL-safe alphabet, no missing padding and no stray bits in the last
-    character, so one message has one encoding. Only the last quantum is decoded here: a
-    large field is checked without a copy, then decoded in chunks (:func:`iter_b64decode`).
+
+def b64_decoded_size(text: object) -> int:
+    """The decoded size of standard padded base64, checked for its one canonical spelling.
+
+    No missing padding and no stray bits in the last character, so one message has one
+    encoding; whitespace or a character of another alphabet is refused when the text is decoded
+    (:func:`b64decode`, :func:`iter_b64decode`), not here: a large field is sized without a
+    pass over it, then decoded in chunks.
     """
     data = _ascii(text)
-    if len(data) % 4 or not _B64_TEXT.fullmatch(data):
+    if len(data) % 4:
         raise InvalidPayload("bad_base64")
     if not data:
         return 0
@@ -75,7 +91,7 @@ def b64decode(text: object) -> bytes:
     """Decode standard padded base64, refusing anything but its one canonical spelling."""
     data = _ascii(text)
     b64_decoded_size(data)
-    return binascii.a2b_base64(data)
+    return _decode(data)
 
 
 def b64url_encode(data: bytes) -> str:
@@ -84,28 +100,35 @@ def b64url_encode(data: bytes) -> str:
 
 
 def b64url_decoded_size(text: object) -> int:
-    """Check unpadded URL-safe base64 in its canonical spelling; return its decoded size."""
+    """The decoded size of unpadded URL-safe base64, checked for its canonical spelling (its
+    alphabet is checked when it is decoded, as :func:`b64_decoded_size` says)."""
     data = _ascii(text)
     remainder = len(data) % 4
-    if remainder == 1 or not _B64URL_TEXT.fullmatch(data):
+    if remainder == 1:
         raise InvalidPayload("bad_base64")
     if remainder and data[-1] not in _LAST_URLSAFE[remainder]:
         raise InvalidPayload("bad_base64")  # stray bits: a second spelling of the same bytes
     return len(data) // 4 * 3 + max(remainder - 1, 0)
 
 
+def _decode_urlsafe(data: Buffer) -> bytes:
+    # "+", "/" and "=" become a character no decoder takes: they are not base64url.
+    standard = bytes(data).translate(_URLSAFE_TO_STRICT)
+    return _decode(standard + b"=" * (-len(standard) % 4))
+
+
 def b64url_decode(text: object) -> bytes:
     """Decode unpadded URL-safe base64, canonical spelling only."""
     data = _ascii(text)
     b64url_decoded_size(data)
-    standard = bytes(data).translate(_URLSAFE_TO_STANDARD)
-    return binascii.a2b_base64(standard + b"=" * (-len(standard) % 4))
+    return _decode_urlsafe(data)
 
 
 def iter_b64decode(
     text: Buffer, *, urlsafe: bool = False, chunk: int = B64_CHUNK
 ) -> Iterator[bytes]:
-    """Decode base64 text already checked canonical, ``chunk`` characters at a time.
+    """Decode base64 text already sized (:func:`b64_decoded_size`), ``chunk`` characters at a
+    time, refusing a character outside the alphabet as it comes to it.
 
     For streaming a large field into a cipher without holding its decoded copy; ``text`` may
     be a memoryview into the request body (nothing is copied but one chunk at a time).
@@ -115,11 +138,7 @@ def iter_b64decode(
     with memoryview(text) as view:
         for start in range(0, len(view), chunk):
             piece = view[start : start + chunk]
-            if urlsafe:
-                translated = bytes(piece).translate(_URLSAFE_TO_STANDARD)
-                yield binascii.a2b_base64(translated + b"=" * (-len(translated) % 4))
-            else:
-                yield binascii.a2b_base64(piece)
+            yield _decode_urlsafe(piece) if urlsafe else _decode(piece)
 
 
 def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
