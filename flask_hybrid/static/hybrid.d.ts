@@ -1,4 +1,4 @@
-// Type declarations for hybrid.js, the flask-hybrid browser module (PROTOCOL.md formats S, E, J).
+// Type declarations for hybrid.js, the flask-hybrid browser module (PROTOCOL.md formats S, E, J, H).
 
 /** Error codes a flask-hybrid server answers with (PROTOCOL.md, "Errors"). */
 export type ServerErrorCode =
@@ -9,7 +9,9 @@ export type ServerErrorCode =
   | "payload_too_large"
   | "encryption_required"
   | "rate_limited"
-  | "store_unavailable";
+  | "store_unavailable"
+  /** Format H: EHBP's 422 key-configuration problem (the request is sealed to a key the server lacks). */
+  | "key_config_mismatch";
 
 /**
  * Client-side codes: `invalid_signature` (an answer that counts only with the server's RFC 9421
@@ -41,7 +43,8 @@ export declare class HybridError extends Error {
   retryAfter: number | null;
 }
 
-export type Format = "jwe" | "session" | "envelope";
+/** "jwe" = J, "session" = S, "envelope" = E, "ehbp" = H (EHBP: HPKE-sealed, framed, streamed bodies). */
+export type Format = "jwe" | "session" | "envelope" | "ehbp";
 
 /** The part of a JSEncrypt instance the module uses (npm `jsencrypt`, PKCS#1 v1.5). */
 export interface JSEncryptLike {
@@ -92,6 +95,31 @@ export interface ExchangeInfo {
   plaintext: string | null;
   /** The error this exchange ended with, if any. */
   error: { code: string; message: string } | null;
+  /**
+   * Format H only. `requestBody` is then null and `responseBody` the text of an unsealed answer
+   * ("" when sealed); `plaintext` is null (read the Response); `requestPlaintext` is kept for
+   * in-memory bodies up to 1 MiB. A sealed answer's exchange is reported (onExchange,
+   * lastExchange) once its body has been read to the end, or failed.
+   */
+  ehbp?: EhbpWireInfo;
+}
+
+/** What format H put on the wire, for display. Frame lengths count ciphertext (plaintext + 16). */
+export interface EhbpWireInfo {
+  /** Ehbp-Encapsulated-Key sent (64 lowercase hex digits); null for a bodiless request (sent plain). */
+  encapsulatedKey: string | null;
+  /** Ehbp-Response-Nonce received; null when the answer was not sealed. */
+  responseNonce: string | null;
+  requestFrames: number[];
+  /** Filled as the answer is read. */
+  responseFrames: number[];
+  requestWireBytes: number;
+  responseWireBytes: number;
+  /** The first (up to 512) bytes of the body as sent / as received. */
+  requestHead: Uint8Array;
+  responseHead: Uint8Array;
+  /** The upload went as a stream (duplex "half"), not as one body with a Content-Length. */
+  streamedUpload: boolean;
 }
 
 export interface ConnectOptions {
@@ -111,8 +139,19 @@ export interface ConnectOptions {
   jsencrypt?: JSEncryptLike | null;
   /** Formats S and J: one CEK (and wrapped key) per session / identity key, fresh IV and jti each time. */
   reuseKey?: boolean;
-  /** The identity key used must have this kid (RFC 7638 thumbprint); by default the signing key too. */
+  /**
+   * The identity key used must have this kid (RFC 7638 thumbprint); by default the signing key too.
+   * Format H: the HPKE public key of /.well-known/hpke-keys, as hex.
+   */
   pinnedKid?: string | null;
+  /**
+   * Format H: send a ReadableStream body as it is sealed (fetch with duplex "half"). "auto" (the
+   * default) does, except in a browser that got the keys over HTTP/1.x (browsers stream uploads
+   * over HTTP/2 and HTTP/3 only); a streamed attempt that fetch refuses before reading a byte is
+   * sent again as one body with a Content-Length, and later ones go that way directly. false:
+   * always one body.
+   */
+  streamUploads?: "auto" | boolean;
   /**
    * Response signatures must be made by the signing key with this kid (jwks.json entries with
    * `"use": "sig"`, or any entry when none says `use`). Default: pinnedKid; null: any signing key.
@@ -130,7 +169,17 @@ export interface ConnectOptions {
 
 /** Request init of HybridClient.fetch: a fetch RequestInit whose body may also be a plain object (sent as JSON). */
 export type HybridRequestInit = Omit<RequestInit, "body"> & {
-  body?: string | ArrayBuffer | ArrayBufferView | Blob | URLSearchParams | Record<string, unknown> | unknown[] | null;
+  /** A ReadableStream<Uint8Array> body: format H only (read once; not resent after a 422). */
+  body?:
+    | string
+    | ArrayBuffer
+    | ArrayBufferView
+    | Blob
+    | URLSearchParams
+    | ReadableStream<Uint8Array>
+    | Record<string, unknown>
+    | unknown[]
+    | null;
 };
 
 export declare class HybridClient {
@@ -152,12 +201,14 @@ export declare class HybridClient {
   pinnedKid: string | null;
   pinnedSigningKid: string | null;
   encryptResponse: boolean;
+  /** Format H: see ConnectOptions.streamUploads. */
+  streamUploads: "auto" | boolean;
   onExchange: ((exchange: ExchangeInfo) => void) | null;
   /** The last exchange of a request, handshake or close (see ExchangeInfo). */
   lastExchange: ExchangeInfo | null;
   /** Format S: the current session id; null otherwise. */
   readonly sessionId: string | null;
-  /** Formats J and E: the kid of the identity key requests are encrypted to. */
+  /** Formats J and E: the kid of the identity key requests are encrypted to; format H: the HPKE public key (hex). */
   readonly kid: string | null;
 
   /**
@@ -177,6 +228,19 @@ export declare class HybridClient {
    * rejects with `invalid_signature` and is never retried (the app may have run the request).
    * Retries once after such a verified `unknown_key` (keys refetched) and, format S,
    * `invalid_session` (new handshake). Other refusals reject with their HybridError.
+   *
+   * Format H (EHBP): the body is sealed to the HPKE key of `/.well-known/hpke-keys` (origin root)
+   * as frames of 64 KiB plaintext; its Content-Type header (default: application/json for strings
+   * and objects, the Blob's type, else application/octet-stream) travels in clear, as EHBP has it.
+   * A bodiless request (or a stream that yields no byte) goes plain and its answer is plain.
+   * A sealed answer resolves as soon as its headers arrive, whatever its status; its body is a
+   * ReadableStream of plaintext, one chunk per authenticated frame, which errors with
+   * `invalid_response` at a frame that does not open or a body cut inside a frame. An unsealed
+   * 2xx rejects with `invalid_response`; an unsealed refusal of the error table rejects with its
+   * code (unsigned: EHBP has no signatures); other unsealed answers resolve as received, not
+   * authenticated. The 422 key-config problem refetches the keys and resends once when the body
+   * is not a ReadableStream; otherwise it rejects with `key_config_mismatch` (keys refetched).
+   * EHBP binds no method, path or time and has no replay protection.
    */
   fetch(input: string | URL, init?: HybridRequestInit): Promise<Response>;
 
@@ -442,3 +506,89 @@ export declare function verifyResponseSignature(options: {
     alg: "rsa-v1_5-sha256" | "hmac-sha256",
   ) => PublicKeyLike | CryptoKey | null | Promise<PublicKeyLike | CryptoKey | null>;
 }): Promise<string>;
+
+// ---- Format H (EHBP): HPKE and frames -------------------------------------------------------------
+
+export declare const EHBP: Readonly<{
+  keysPath: "/.well-known/hpke-keys";
+  keysMediaType: "application/ohttp-keys";
+  encapsulatedKeyHeader: "Ehbp-Encapsulated-Key";
+  responseNonceHeader: "Ehbp-Response-Nonce";
+  keyConfigProblemType: "urn:ietf:params:ehbp:error:key-config";
+  requestInfo: "ehbp request";
+  exportLabel: "ehbp response";
+  frameSize: number;
+  maxResponseFrame: number;
+  maxFrames: number;
+}>;
+
+export declare function bytesToHex(bytes: BytesLike): string;
+/** Bytes of a hex string (either case); TypeError otherwise. */
+export declare function hexToBytes(text: string): Uint8Array;
+
+/** An RFC 9458 key_config (one, bare); the suite X25519 / HKDF-SHA256 / AES-256-GCM must be offered. HybridError `invalid_response` otherwise. */
+export declare function parseKeyConfig(data: BytesLike): { keyId: number; publicKey: Uint8Array };
+
+/** An RFC 9180 base-mode sender context of the suite. */
+export declare class HpkeSenderContext {
+  private constructor();
+  readonly enc: Uint8Array;
+  /** The next sequence number. */
+  readonly seq: number;
+  seal(plaintext: BytesLike, aad?: BytesLike): Promise<Uint8Array>;
+  export(exporterContext: BytesLike, length: number): Promise<Uint8Array>;
+}
+
+/** SetupBaseS(pkR, info); `ephemeralKeyPair` fixes skE for known-answer tests only. */
+export declare function setupHpkeSender(
+  publicKey: BytesLike,
+  info: BytesLike,
+  options?: { ephemeralKeyPair?: CryptoKeyPair },
+): Promise<HpkeSenderContext>;
+
+/** EHBP's response key and base nonce (RFC 9458 §4.4), raw, for known-answer tests. */
+export declare function deriveEhbpResponseKeys(
+  exportedSecret: BytesLike,
+  enc: BytesLike,
+  responseNonce: BytesLike,
+): Promise<{ key: Uint8Array; baseNonce: Uint8Array }>;
+
+/** Opens a format H response body as it arrives; failures are HybridError `invalid_response`. */
+export declare class EhbpResponseOpener {
+  private constructor();
+  static create(
+    exportedSecret: BytesLike,
+    enc: BytesLike,
+    responseNonce: BytesLike,
+    options?: { maxFrame?: number },
+  ): Promise<EhbpResponseOpener>;
+  /** Ciphertext lengths of the frames opened so far. */
+  readonly frames: number[];
+  /** Plaintexts of the frames completed (those before a failing frame too; the failure is thrown next). */
+  feed(data: BytesLike): Promise<Uint8Array[]>;
+  /** Throws if the body ended inside a frame. */
+  finish(): void;
+}
+
+/** Seals a request body to the server's HPKE key as EHBP frames. */
+export declare class EhbpRequestSealer {
+  private constructor();
+  static create(publicKey: BytesLike, options?: { ephemeralKeyPair?: CryptoKeyPair }): Promise<EhbpRequestSealer>;
+  readonly enc: Uint8Array;
+  /** The Ehbp-Encapsulated-Key value (lowercase hex). */
+  readonly headerValue: string;
+  /** Ciphertext lengths of the frames sealed so far. */
+  readonly frames: number[];
+  /** Framed ciphertext of a part of the body (one frame per EHBP.frameSize bytes). */
+  seal(plaintext: BytesLike): Promise<Uint8Array>;
+  exportedSecret(): Promise<Uint8Array>;
+  /** The opener of the answer, from its Ehbp-Response-Nonce (64 hex digits). */
+  responseOpener(nonceHeader: string | null, options?: { maxFrame?: number }): Promise<EhbpResponseOpener>;
+}
+
+/** The plaintext of a format H response body, frame by frame; `onEnd` once at its end, failure or cancel. */
+export declare function openEhbpResponseStream(
+  body: ReadableStream<Uint8Array>,
+  opener: EhbpResponseOpener,
+  options?: { onEnd?: (error: HybridError | null) => void },
+): ReadableStream<Uint8Array>;
