@@ -10,12 +10,14 @@ paid those operations and nothing else: ``W / (W / plain + ops * t_rsa)`` with W
 burst of 16), a 10 MB body against a plain one (time and worker memory), and, in process, the
 symmetric part of format J against joserfc and jwcrypto.
 
-    python -m bench [--quick] [--rounds N] [--duration S] [--markdown]
-                    [--out DIR] [--chart PNG] [--key-pool-size N]
+    python -m bench [--quick] [--rounds N] [--duration S] [--markdown] [--update-doc]
+                    [--out DIR] [--chart PNG] [--key-pool-size N] [--local-counters]
 
-Output: the table on stdout (``--markdown``: also as Markdown), the results as JSON in
+Output: the table on stdout (``--markdown``: also as Markdown; ``--update-doc``: also into
+docs/performance.md), the results as JSON in
 ``--out`` (default ``bench/results/``), and the chart (default ``docs/performance.png``; with
-``--quick``, beside the JSON). ``python -m bench.memory`` and ``python -m bench.timing`` are the
+``--quick``, beside the JSON). ``python -m bench.pool`` compares session-key pool settings
+under handshake bursts; ``python -m bench.memory`` and ``python -m bench.timing`` are the
 in-process memory and PKCS#1 v1.5 timing benches.
 """
 
@@ -26,7 +28,6 @@ import json
 import math
 import os
 import platform
-import secrets
 import statistics
 import subprocess
 import sys
@@ -40,15 +41,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from . import bigbody, handshake, jose, loadgen, report
-from .server import ROOT, Server
+from .server import ROOT, Server, bench_config
 from .workload import CASES, OAEP_SHA256, Workload
 
 WORKERS = 2
 THREADS = 4
 WRK_THREADS = 2
 CONNECTIONS = 8
-HANDSHAKE_CLIENTS = 16
-PACED_INTERVAL = 0.05  # seconds between the paced handshakes' starts
 
 
 def time_rsa(key: rsa.RSAPrivateKey, budget: float) -> float:
@@ -63,22 +62,6 @@ def time_rsa(key: rsa.RSAPrivateKey, budget: float) -> float:
         samples.append((time.perf_counter() - start) / 10)
     key.sign(b"x", padding.PKCS1v15(), hashes.SHA256())  # the same cost, for the record
     return statistics.median(samples)
-
-
-def bench_config(identity_pem_path: str, key_pool_size: int | None) -> dict[str, Any]:
-    """Generous limits: what is measured is the work of a request, not a refusal."""
-    config: dict[str, Any] = {
-        "HYBRID_IDENTITY_KEYS": [identity_pem_path],
-        "HYBRID_JWT_SECRET": secrets.token_hex(32),
-        "HYBRID_HANDSHAKE_LIMIT": "100000000 per minute",
-        "HYBRID_JWE_LIMIT": "100000000 per minute",
-        "HYBRID_REPLAY_WINDOW": 3600,
-        # 10 MB of plaintext is 13.3 MB of base64 on the wire.
-        "HYBRID_MAX_BODY": 32 * 1024 * 1024,
-    }
-    if key_pool_size is not None:
-        config["HYBRID_KEY_POOL_SIZE"] = key_pool_size
-    return config
 
 
 def _git_commit() -> str:
@@ -120,41 +103,6 @@ def _load_run(server: Server, case: loadgen.Case, seconds: int) -> dict[str, Any
         "distinct": result.distinct,
         "peak_rss": max(server.peak_rss().values()),
     }
-
-
-def run_handshakes(
-    server: Server, rounds: int, pool_size: int, log: Any, *, quick: bool = False
-) -> dict[str, Any]:
-    """Paced and burst handshakes; the pool is given time to refill before each."""
-    # The quiet period, then a key every ~80 ms on each of the 2 cores (the smoke run only
-    # gives it a second: its figures are not meant to be read).
-    refill = 0.5 if quick else 0.5 + 0.12 * pool_size
-    for _ in range(4 if quick else 8):  # start the workers' pools (new connections: any worker)
-        handshake.handshake("127.0.0.1", server.port, "warm-up")
-    samples: dict[str, list[float]] = {"paced": [], "burst": []}
-    errors = {"paced": 0, "burst": 0}
-    for number in range(rounds):
-        time.sleep(refill)
-        found, failed = handshake.paced("127.0.0.1", server.port, HANDSHAKE_CLIENTS, PACED_INTERVAL)
-        samples["paced"] += found
-        errors["paced"] += failed
-        time.sleep(refill)
-        found, failed = handshake.burst("127.0.0.1", server.port, HANDSHAKE_CLIENTS)
-        samples["burst"] += found
-        errors["burst"] += failed
-        log(f"handshakes, round {number + 1}/{rounds} done")
-    results = {}
-    for kind, found in samples.items():
-        p99 = handshake.percentile(found, 0.99) * 1000
-        results[kind] = {
-            "p50_ms": handshake.percentile(found, 0.50) * 1000,
-            "p99_ms": p99,
-            "max_ms": max(found) * 1000,
-            "samples": len(found),
-            "errors": errors[kind],
-            "met": errors[kind] == 0 and p99 <= report.HANDSHAKE_TARGETS_MS[kind],
-        }
-    return results
 
 
 def run_cases(
@@ -253,6 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--key-pool-size", type=int, help="HYBRID_KEY_POOL_SIZE (default: the app's)"
     )
+    parser.add_argument(
+        "--update-doc",
+        action="store_true",
+        help="write the table into docs/performance.md (between its bench:table markers)",
+    )
+    parser.add_argument(
+        "--local-counters",
+        action="store_true",
+        help="J replay records and rate limits in worker memory, not Redis (to see their cost)",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
     seconds = args.duration or (1 if args.quick else 4)
@@ -274,16 +232,19 @@ def main(argv: list[str] | None = None) -> int:
                 serialization.NoEncryption(),
             )
         )
-        config = bench_config(str(pem_path), args.key_pool_size)
+        config = bench_config(str(pem_path), args.key_pool_size, local_counters=args.local_counters)
         with Server(config, workers=WORKERS, threads=THREADS) as server:
             log(f"gunicorn on {server.base_url}, workers {server.worker_pids()}")
             from flask_hybrid.config import DEFAULTS, ConfigVars
 
             pool_size = int(config.get("HYBRID_KEY_POOL_SIZE", DEFAULTS[ConfigVars.KEY_POOL_SIZE]))
-            handshakes = run_handshakes(server, rounds, pool_size, log, quick=args.quick)
+            handshakes = handshake.measure(server, rounds, pool_size, log, quick=args.quick)
             workload = Workload(identity.public_key(), _kid(server.base_url))
             session = handshake.handshake("127.0.0.1", server.port)
             workload.start_session(session.token, session.public_key, session.device_id)
+            # Let the pools refill (quiet period, then key generation) before the load runs,
+            # so that no key generation competes with the first cases.
+            time.sleep(0.5 if args.quick else 0.5 + 0.12 * pool_size)
             plain, cases, t_rsa_rounds, t_rsa = run_cases(
                 server,
                 workload,
@@ -315,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             "wrk_threads": WRK_THREADS,
             "connections": CONNECTIONS,
             "key_pool_size": pool_size,
-            "handshake_clients": HANDSHAKE_CLIENTS,
-            "paced_interval": PACED_INTERVAL,
+            "local_counters": args.local_counters,
+            "handshake_clients": handshake.CLIENTS,
+            "paced_interval": handshake.PACED_INTERVAL,
         },
         "t_rsa_ms": t_rsa * 1000,
         "t_rsa_rounds_ms": [value * 1000 for value in t_rsa_rounds],
@@ -344,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         print()
         print(report.markdown_table(results))
+    if args.update_doc:
+        report.update_doc(results, ROOT / "docs" / "performance.md")
     problems = [
         f"{name}: {found['errors']} errors" for name, found in cases.items() if found["errors"]
     ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -91,27 +90,33 @@ def operations(size: int) -> dict[str, Callable[[], Any]]:
     return calls
 
 
-def _time_per_call(call: Callable[[], Any], budget: float) -> float:
-    """Median seconds per call over 5 batches sized to fill ``budget`` seconds in all."""
+def _batch_size(call: Callable[[], Any], seconds: float) -> int:
     start = time.perf_counter()
     call()
     once = max(time.perf_counter() - start, 1e-7)
-    batch = max(1, int(budget / 5 / once))
-    samples = []
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(batch):
-            call()
-        samples.append((time.perf_counter() - start) / batch)
-    return statistics.median(samples)
+    return max(1, int(seconds / once))
 
 
 def compare(*, budget: float = 1.0, sizes: tuple[int, ...] = SIZES) -> dict[str, dict[str, float]]:
-    """Seconds per open + seal, by size label and library, interleaved library by library."""
+    """Seconds per open + seal, by size label and library.
+
+    The libraries take turns, a batch each, 7 times; each keeps its best batch. The best is the
+    figure least disturbed by whatever else the machine runs (the bench's machine is shared),
+    and taking turns exposes every library to the same moments.
+    """
+    rounds = 7
     results: dict[str, dict[str, float]] = {}
     for size in sizes:
         calls = operations(size)
-        results[size_label(size)] = {
-            name: _time_per_call(calls[name], budget / len(calls)) for name in LIBRARIES
-        }
+        share = budget / len(sizes) / len(calls) / rounds
+        batches = {name: _batch_size(calls[name], share) for name in LIBRARIES}
+        best = {name: float("inf") for name in LIBRARIES}
+        for _ in range(rounds):
+            for name in LIBRARIES:
+                call, batch = calls[name], batches[name]
+                start = time.perf_counter()
+                for _ in range(batch):
+                    call()
+                best[name] = min(best[name], (time.perf_counter() - start) / batch)
+        results[size_label(size)] = best
     return results

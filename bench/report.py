@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .handshake import TARGETS_MS as HANDSHAKE_TARGETS_MS
 from .workload import CASES
 
-HANDSHAKE_TARGETS_MS = {"paced": 15.0, "burst": 100.0}
 BIG_BODY_TARGETS = {"time": 1.5, "growth": 4.0}
 JOSE_TARGET = 2.0
 X = "\u00d7"  # the multiplication sign, in every ratio
+LIGHT, DARK = "#8ab", "#357"  # the chart's two bar colours
 HEADERS = ("case", "req/s", "p50", "p99", f"{X} plain", f"{X} floor", "target", "met", "peak RSS")
 
 
@@ -156,11 +157,25 @@ def footnote(results: dict[str, Any]) -> str:
         f"{settings['rounds']} round(s) of {settings['duration']} s a case, {order}; "
         f"medians. gunicorn {settings['workers']} gthread workers {X} "
         f"{settings['threads']} threads, wrk {settings['wrk_threads']} threads {X} "
-        f"{settings['connections']} connections, Redis store, key pool "
+        f"{settings['connections']} connections, Redis store"
+        f"{' (replay records, limits: worker memory)' if settings.get('local_counters') else ''}"
+        f", key pool "
         f"{settings['key_pool_size']}; t_rsa = {results['t_rsa_ms']:.2f} ms (RSA-2048 "
         f"private op, this process); {results['machine']['cpus']} CPUs; commit "
         f"{results['machine']['commit']}."
     )
+
+
+DOC_START = "<!-- bench:table (python -m bench --update-doc rewrites this part) -->"
+DOC_END = "<!-- /bench:table -->"
+
+
+def update_doc(results: dict[str, Any], path: Path) -> None:
+    """Put the Markdown table and its footnote between the markers in ``path``."""
+    text = path.read_text(encoding="utf-8")
+    start, end = text.index(DOC_START) + len(DOC_START), text.index(DOC_END)
+    block = f"\n{markdown_table(results)}\n\n{footnote(results)}\n"
+    path.write_text(text[:start] + block + text[end:], encoding="utf-8")
 
 
 def save_json(results: dict[str, Any], path: Path) -> None:
@@ -169,63 +184,84 @@ def save_json(results: dict[str, Any], path: Path) -> None:
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Bars of each ratio with its target; the handshakes' p50/p99 against theirs."""
+    """Four panels: the 1 KB cases' ratios, the handshakes, the 10 MB body, J in process.
+
+    Each bar is a measured figure; each black line the target of that figure.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    labels: list[str] = []
-    values: list[float] = []
-    targets: list[float] = []
-    for spec in CASES:
-        case = results["cases"][spec.name]
-        ratio = case["ratio_floor"] if spec.target_of == "floor" else case["ratio_plain"]
-        labels.append(f"{spec.name}\n({X} {spec.target_of})")
-        values.append(ratio)
-        targets.append(spec.target)
-    big = results["big_body"]
-    labels.append("10 MB J\n(plain time ÷ J time)")
-    values.append(1 / big["time_ratio"])
-    targets.append(1 / BIG_BODY_TARGETS["time"])
-    labels.append(f"10 MB J\n(4{X} body ÷ growth)")
-    values.append(BIG_BODY_TARGETS["growth"] / big["j_growth"] if big["j_growth"] else 0.0)
-    targets.append(1.0)
-    for size, timing in results["jose"].items():
-        labels.append(f"J {size} in process\n(÷ joserfc/2)")
-        values.append(timing["joserfc"] / timing["flask-hybrid"] / JOSE_TARGET)
-        targets.append(1.0)
-
-    figure, (ratios, shakes) = plt.subplots(
-        1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [4, 1]}
+    figure, panels = plt.subplots(
+        2, 2, figsize=(13, 8.5), gridspec_kw={"width_ratios": [3, 2], "height_ratios": [1, 1]}
     )
-    positions = list(range(len(values)))
-    colours = ["#2a7" if v >= t else "#d54" for v, t in zip(values, targets, strict=True)]
-    ratios.bar(positions, values, color=colours, width=0.6)
-    for x, target in zip(positions, targets, strict=True):
-        ratios.hlines(target, x - 0.4, x + 0.4, colors="black", linewidth=2)
-    for x, value in zip(positions, values, strict=True):
-        ratios.text(x, value + 0.02, f"{value:.2f}", ha="center", fontsize=8)
-    ratios.set_xticks(list(positions), labels, fontsize=7)
-    ratios.set_ylabel("measured ratio (higher is better); black line: target")
-    ratios.set_title("flask-hybrid bench: each case against plain, its floor or its reference")
-    ratios.set_ylim(0, max(1.2, max(values) * 1.15))
+    cases_panel, shakes_panel = panels[0]
+    big_panel, jose_panel = panels[1]
+
+    def bars(panel: Any, x: float, value: float, colour: str) -> None:
+        panel.bar(x, value, width=0.38, color=colour)
+        panel.text(x, value, f"{value:.2f}", ha="center", va="bottom", fontsize=7)
+
+    def legend(panel: Any, light: str, dark: str, where: str) -> None:
+        handles = [Patch(color=LIGHT, label=light), Patch(color=DARK, label=dark)]
+        panel.legend(handles=handles, fontsize=8, loc=where)
+
+    def target(panel: Any, x: float, value: float) -> None:
+        panel.hlines(value, x - 0.3, x + 0.3, colors="black", linewidth=2)
+
+    names = [spec.name for spec in CASES]
+    for index, spec in enumerate(CASES):
+        case = results["cases"][spec.name]
+        bars(cases_panel, index - 0.2, case["ratio_plain"], LIGHT)
+        if spec.rsa_ops:
+            bars(cases_panel, index + 0.2, case["ratio_floor"], DARK)
+        target(cases_panel, index + (0.2 if spec.target_of == "floor" else -0.2), spec.target)
+    legend(cases_panel, f"{X} plain", f"{X} floor (plain + its RSA ops)", "upper left")
+    cases_panel.set_xticks(range(len(names)), names, fontsize=8)
+    cases_panel.set_ylim(0, 1.1)
+    cases_panel.set_ylabel("throughput ratio (higher is better)")
+    cases_panel.set_title("1 KB JSON through gunicorn; black: target", fontsize=10)
 
     kinds = ("paced", "burst")
-    p50 = [results["handshake"][kind]["p50_ms"] for kind in kinds]
-    p99 = [results["handshake"][kind]["p99_ms"] for kind in kinds]
-    shakes.bar([0, 2], p50, width=0.7, label="p50", color="#79c")
-    shakes.bar([0.8, 2.8], p99, width=0.7, label="p99", color="#357")
-    for middle, kind in ((0.8, "paced"), (2.8, "burst")):
-        target = HANDSHAKE_TARGETS_MS[kind]
-        shakes.hlines(target, middle - 0.5, middle + 0.5, colors="black", linewidth=2)
-    shakes.set_yscale("log")
-    shakes.set_xticks([0.4, 2.4], ["paced, 16", "burst of 16"])
-    shakes.set_ylabel("handshake latency, ms (log); black: p99 target")
-    shakes.legend(fontsize=8)
-    shakes.set_title("handshakes")
-    figure.text(0.01, 0.01, footnote(results), fontsize=7)
-    figure.tight_layout(rect=(0, 0.04, 1, 1))
+    for index, kind in enumerate(kinds):
+        shake = results["handshake"][kind]
+        shakes_panel.bar(index - 0.2, shake["p50_ms"], width=0.38, color=LIGHT)
+        shakes_panel.bar(index + 0.2, shake["p99_ms"], width=0.38, color=DARK)
+        target(shakes_panel, index + 0.2, HANDSHAKE_TARGETS_MS[kind])
+    legend(shakes_panel, "p50", "p99", "upper left")
+    shakes_panel.set_yscale("log")
+    shakes_panel.set_xticks([0, 1], ["16 clients, paced", "burst of 16"], fontsize=8)
+    shakes_panel.set_ylabel("latency, ms (log; lower is better)")
+    shakes_panel.set_title("handshakes; black: p99 target", fontsize=10)
+
+    big = results["big_body"]
+    bars(big_panel, 0, big["time_ratio"], DARK)
+    target(big_panel, 0, BIG_BODY_TARGETS["time"])
+    bars(big_panel, 1, big["j_growth"], DARK)
+    bars(big_panel, 1.4, big["plain_growth"], LIGHT)
+    target(big_panel, 1, BIG_BODY_TARGETS["growth"])
+    big_panel.set_xticks(
+        [0, 1, 1.4], ["J time ÷ plain time", "J RSS growth ÷ body", "plain's"], fontsize=8
+    )
+    big_panel.set_ylabel("lower is better")
+    big_panel.set_title("10 MB body; black: target", fontsize=10)
+
+    sizes = list(results["jose"])
+    for index, size in enumerate(sizes):
+        timing = results["jose"][size]
+        ours = timing["flask-hybrid"]
+        bars(jose_panel, index - 0.2, timing["joserfc"] / ours, DARK)
+        bars(jose_panel, index + 0.2, timing["jwcrypto"] / ours, LIGHT)
+        target(jose_panel, index - 0.2, JOSE_TARGET)
+    legend(jose_panel, "jwcrypto's time ÷ ours", "joserfc's time ÷ ours", "upper right")
+    jose_panel.set_xticks(range(len(sizes)), sizes, fontsize=8)
+    jose_panel.set_ylabel("higher is better")
+    jose_panel.set_title("J open + seal in process (no RSA); black: target", fontsize=10)
+
+    figure.text(0.01, 0.005, footnote(results), fontsize=7, wrap=True)
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)

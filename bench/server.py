@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -201,3 +202,29 @@ class Server:
     def peak_rss(self) -> dict[int, int]:
         """Each worker's peak resident memory since the last :meth:`reset_peaks`, in bytes."""
         return {pid: _proc_kib(pid, "VmHWM") * 1024 for pid in self.worker_pids()}
+
+
+def bench_config(
+    identity_pem_path: str, key_pool_size: int | None, *, local_counters: bool = False
+) -> dict[str, Any]:
+    """Generous limits: what is measured is the work of a request, not a refusal.
+
+    ``local_counters``: J's replay records and the rate-limit counters in each worker's memory
+    instead of Redis, to see what their round trips cost. Not a deployment: a jti recorded by
+    one worker is not seen by the other.
+    """
+    config: dict[str, Any] = {
+        "HYBRID_IDENTITY_KEYS": [identity_pem_path],
+        "HYBRID_JWT_SECRET": secrets.token_hex(32),
+        "HYBRID_HANDSHAKE_LIMIT": "100000000 per minute",
+        "HYBRID_JWE_LIMIT": "100000000 per minute",
+        "HYBRID_REPLAY_WINDOW": 3600,
+        # 10 MB of plaintext is 13.3 MB of base64 on the wire.
+        "HYBRID_MAX_BODY": 32 * 1024 * 1024,
+    }
+    if key_pool_size is not None:
+        config["HYBRID_KEY_POOL_SIZE"] = key_pool_size
+    if local_counters:
+        config["HYBRID_REPLAY_STORE_URL"] = "memory://"
+        config["HYBRID_RATELIMIT_STORAGE_URL"] = "memory://"
+    return config
