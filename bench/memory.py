@@ -209,7 +209,7 @@ class Measurement:
 def measure(flask_app: Flask, case: Case) -> Measurement:
     """Call the app once for ``case`` under tracemalloc; the body is built before the baseline."""
     environ = EnvironBuilder(
-        path=case.path, method="POST", headers=case.headers, data=b""
+        path=case.path, method="POST", headers=list(case.headers.items()), data=b""
     ).get_environ()
     environ["REMOTE_ADDR"] = "127.0.0.1"  # the address the session was made from
     environ["wsgi.input"] = io.BytesIO(case.body)  # shares the body's buffer: no copy

@@ -141,13 +141,14 @@ def rsa_calls() -> Prepared:
         "text 44": public_key.encrypt(base64.b64encode(cek), rsa.PKCS1V15),
         "other": os.urandom(255).rjust(256, b"\0"),  # bad padding: implicit rejection
     }
-    return {
-        name: (
-            lambda: None,
-            lambda ek=eks[name]: rsa.unwrap_cek_or_random(private_key, ek, oaep=False),
-        )
-        for name in CLASSES
-    }
+
+    def nothing() -> None:
+        return None
+
+    def unwrapping(ek: bytes) -> Callable[[], Any]:
+        return lambda: rsa.unwrap_cek_or_random(private_key, ek, oaep=False)
+
+    return {name: (nothing, unwrapping(eks[name])) for name in CLASSES}
 
 
 def compare(timings: dict[str, list[int]]) -> list[Comparison]:
