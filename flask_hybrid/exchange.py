@@ -320,17 +320,20 @@ class Exchanges:
         status_code: int,
         headers: HeaderList,
         body: bytes,
-    ) -> tuple[HeaderList, bytes]:
-        """The app's answer as it leaves: sealed under the request's key when its format says
-        so, then signed per ``HYBRID_SIGN_RESPONSES`` over the bytes and status that leave."""
+    ) -> tuple[HeaderList, list[bytes]]:
+        """The app's answer as it leaves, as pieces to write in order: sealed under the
+        request's key when its format says so (a large answer is never held sealed in one
+        piece), then signed per ``HYBRID_SIGN_RESPONSES`` over the bytes and status that leave."""
         policy = self.state.settings.sign_responses
         handshake = self.is_handshake(path)
         sign_it = policy == "all" or (
             policy == "unsealed" and (encrypted is not None or refusal is not None or handshake)
         )
         sealed = False
+        parts = [body]
         if encrypted is not None and encrypted.seal_response and status_code not in _NO_BODY:
-            headers, body = self._seal(encrypted, status_code, headers, body)
+            headers, parts = self._seal(encrypted, status_code, headers, body)
+            del body
             sealed = True
         binding_cek = None
         if policy == "unsealed" and encrypted is not None and not handshake and refusal is None:
@@ -347,12 +350,12 @@ class Exchanges:
             refusal,
             status_code,
             headers,
-            body,
+            parts,
             sign=sign_it,
             binding_cek=binding_cek,
             body_signature=not sealed,
         )
-        return headers, body
+        return headers, parts
 
     def refusal_answer(
         self, answered: signatures.AnsweredRequest, error: HybridError
@@ -365,7 +368,7 @@ class Exchanges:
             error,
             error.code,
             list(refusal_headers(error)),
-            body,
+            [body],
             sign=self.state.settings.sign_responses != "none",
         )
         return headers, body
@@ -376,7 +379,7 @@ class Exchanges:
         refusal: HybridError | None,
         status_code: int,
         headers: HeaderList,
-        body: bytes,
+        parts: list[bytes],
         *,
         sign: bool,
         binding_cek: bytes | None = None,
@@ -396,14 +399,14 @@ class Exchanges:
             drop.update(("x-response-signature", "x-response-signature-kid"))
         headers = [(name, value) for name, value in headers if name.lower() not in drop]
         if status_code not in _NO_BODY:
-            headers.append(("Content-Length", str(len(body))))
+            headers.append(("Content-Length", str(sum(map(len, parts)))))
         if sign or binding_cek is not None:
             headers.extend(
                 self._signature_headers(
                     answered,
                     refusal,
                     status_code,
-                    body,
+                    parts,
                     binding_cek=binding_cek,
                     body_signature=sign or body_signature,
                 )
@@ -412,7 +415,7 @@ class Exchanges:
 
     def _seal(
         self, encrypted: EncryptedRequest, status_code: int, headers: HeaderList, body: bytes
-    ) -> tuple[HeaderList, bytes]:
+    ) -> tuple[HeaderList, list[bytes]]:
         app_content_type = None
         kept: HeaderList = []
         for name, value in headers:
@@ -425,28 +428,28 @@ class Exchanges:
                 kept.append((name, value))
         if encrypted.format == "J":
             kept.append(("Content-Type", "application/jose"))
-            sealed = formats.seal_response(
+            sealed = formats.seal_response_parts(
                 encrypted.cek,
                 body,
                 request_jti=str(encrypted.request_jti),
                 status=status_code,
                 content_type=app_content_type,
-            ).encode("ascii")
+            )
             return kept, sealed
         kept.append(("Content-Type", formats.JSON_CONTENT_TYPE))
         if app_content_type is not None:
             kept.append(("X-Plaintext-Content-Type", app_content_type))
         if encrypted.format == "S":
             kept.append(("X-Encryption-Enabled", "true"))
-            return kept, formats.seal_session(encrypted.cek, body)
-        return kept, formats.seal_envelope_response(encrypted.cek, body)
+            return kept, formats.seal_session_parts(encrypted.cek, body)
+        return kept, formats.seal_envelope_response_parts(encrypted.cek, body)
 
     def _signature_headers(
         self,
         answered: signatures.AnsweredRequest,
         refusal: HybridError | None,
         status_code: int,
-        body: bytes,
+        parts: list[bytes],
         *,
         binding_cek: bytes | None,
         body_signature: bool,
@@ -457,6 +460,7 @@ class Exchanges:
         signing_key = self.state.keyring.signing
         added: HeaderList = []
         if body_signature:
+            body = parts[0] if len(parts) == 1 else b"".join(parts)  # sealed and "all" only
             added.append(("X-Response-Signature", b64encode(sign(signing_key.private_key, body))))
             added.append(("X-Response-Signature-Kid", signing_key.kid))
         if binding_cek is None:
@@ -469,7 +473,7 @@ class Exchanges:
                 key,
                 kid,
                 status=status_code,
-                body=body,
+                body=parts,
                 request=answered,
                 created=self.state.clock(),
                 refusal=None if refusal is None else refusal.error,

@@ -340,7 +340,7 @@ class HybridMiddleware:
             body = b"".join([*written, *app_iter])
         finally:
             _close(app_iter)
-        headers, body = self.exchanges.finish(
+        headers, parts = self.exchanges.finish(
             answered=_answered(environ),
             path=path,
             encrypted=encrypted,
@@ -349,8 +349,9 @@ class HybridMiddleware:
             headers=headers,
             body=body,
         )
+        del body
         start_response(status, headers)
-        return [body]
+        return parts
 
     def _call_app_streamed(
         self, environ: WSGIEnvironment, start_response: StartResponse, exchange: Exchange

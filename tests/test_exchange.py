@@ -75,7 +75,7 @@ def test_a_j_request_and_its_sealed_answer_without_wsgi(app: Flask) -> None:
     assert opened.json == json.loads(ORDER)  # built once, by the check, for the app to reuse
     assert opened.encrypted.cek == cek and opened.encrypted.request_jti == header["jti"]
 
-    headers, body = exchanges.finish(
+    headers, parts = exchanges.finish(
         answered=head.answered(),
         path=head.path,
         encrypted=opened.encrypted,
@@ -84,6 +84,7 @@ def test_a_j_request_and_its_sealed_answer_without_wsgi(app: Flask) -> None:
         headers=[("Content-Type", "application/json"), ("ETag", '"v1"')],
         body=b'{"ok":true}',
     )
+    body = b"".join(parts)  # pieces written out in order, never joined by the server
     names = [name.lower() for name, _ in headers]
     assert "etag" not in names  # it would describe the plaintext
     assert ("Content-Type", "application/jose") in headers
@@ -140,7 +141,7 @@ def test_an_e_request_in_clear_is_bound_by_its_cek(app: Flask) -> None:
     assert opened is not None and opened.encrypted.format == "E"
     assert not exchanges.must_buffer("/x", None, None)  # a plain answer streams
     assert exchanges.must_buffer("/x", opened.encrypted, None)
-    headers, answer = exchanges.finish(
+    headers, parts = exchanges.finish(
         answered=head.answered(),
         path=head.path,
         encrypted=opened.encrypted,
@@ -149,7 +150,7 @@ def test_an_e_request_in_clear_is_bound_by_its_cek(app: Flask) -> None:
         headers=[("Content-Type", "application/json")],
         body=b"{}",
     )
-    assert answer == b"{}"  # E answers in clear, bound by an HMAC under the request's CEK
+    assert parts == [b"{}"]  # E answers in clear, bound by an HMAC under the request's CEK
     signature_input = dict(headers)["Signature-Input"]
     assert 'keyid="cek"' in signature_input and 'alg="hmac-sha256"' in signature_input
 
@@ -319,3 +320,21 @@ def test_a_large_ciphertext_is_checked_as_it_is_decoded(intruder: bytes) -> None
     with pytest.raises(InvalidPayload):
         parsed = jwe.parse_compact(memoryview(token), alg=jwe.ALG_DIR)
         jwe.decrypt(parsed, cek)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 49151, 49152, 49153, 200_001])
+def test_sealed_pieces_join_into_what_the_one_piece_functions_give(size: int) -> None:
+    from flask_hybrid.core import jwe
+
+    cek, iv = aead.new_cek(), aead.new_iv()
+    plaintext = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    session = formats.seal_session_parts(cek, plaintext, iv=iv)
+    assert formats.open_session_response(b"".join(session), cek) == plaintext
+    envelope = formats.seal_envelope_response_parts(cek, plaintext, iv=iv)
+    assert formats.open_envelope_response(b"".join(envelope), cek) == plaintext
+    token = formats.seal_response_parts(
+        cek, plaintext, request_jti="j", status=200, content_type=None, iv=iv
+    )
+    header = {"alg": "dir", "enc": "A256GCM", "req": "j", "status": 200}
+    assert b"".join(token).decode() == jwe.encrypt(header, plaintext, cek, iv=iv)
+    assert len(session) > 2 or size <= aead.SEAL_CHUNK  # a large answer stays in pieces

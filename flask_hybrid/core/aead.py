@@ -6,6 +6,7 @@ here, before any key schedule runs.
 
 from __future__ import annotations
 
+import binascii
 import os
 import threading
 from collections.abc import Iterable
@@ -78,6 +79,51 @@ def seal(
         raise ValueError("the IV must be 12 bytes")
     sealed = AESGCM(cek).encrypt(iv, plaintext, aad)
     return iv, sealed[:-TAG_SIZE], sealed[-TAG_SIZE:]
+
+
+#: Plaintext sealed at a time by :func:`seal_to_base64` (a multiple of 3: its base64 needs no
+#: padding, so the pieces join into one base64 text).
+SEAL_CHUNK = 3 * 16 * 1024
+_STANDARD_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def seal_to_base64(
+    cek: bytes,
+    plaintext: bytes | bytearray | memoryview,
+    *,
+    iv: bytes,
+    aad: bytes | None = None,
+    urlsafe: bool = False,
+    tag_inline: bool = False,
+) -> tuple[list[bytes], bytes]:
+    """Encrypt and base64-encode a chunk at a time: ``(pieces, tag)``.
+
+    The pieces join into the base64 of the ciphertext (of ciphertext || tag with
+    ``tag_inline``, as format E's ``ct``); ``urlsafe`` gives unpadded base64url. A large answer
+    is never held as ciphertext and base64 and their copies at once: only the pieces, which a
+    server writes out as they are.
+    """
+    if len(cek) != CEK_SIZE or len(iv) != IV_SIZE:
+        raise ValueError("the CEK must be 32 bytes and the IV 12")
+    encryptor = Cipher(algorithms.AES(cek), modes.GCM(iv)).encryptor()
+    if aad is not None:
+        encryptor.authenticate_additional_data(aad)
+    pieces: list[bytes] = []
+    with memoryview(plaintext) as view:
+        last = len(view) - len(view) % SEAL_CHUNK if tag_inline else len(view)
+        for start in range(0, last, SEAL_CHUNK):
+            pieces.append(_b64(encryptor.update(view[start : start + SEAL_CHUNK]), urlsafe))
+        rest = encryptor.update(view[last:]) if tag_inline else b""
+    encryptor.finalize()
+    tag: bytes = encryptor.tag
+    if tag_inline:
+        pieces.append(_b64(rest + tag, urlsafe))
+    return pieces, tag
+
+
+def _b64(data: bytes, urlsafe: bool) -> bytes:
+    encoded = binascii.b2a_base64(data, newline=False)
+    return encoded.translate(_STANDARD_TO_URLSAFE).rstrip(b"=") if urlsafe else encoded
 
 
 def _decryptor(cek: bytes, iv: bytes, tag: bytes, aad: bytes | None) -> Any:

@@ -176,12 +176,17 @@ def parse_wrapped_key_header(value: object) -> bytes:
     return b64decode(value)
 
 
+def seal_session_parts(cek: bytes, plaintext: bytes, *, iv: bytes | None = None) -> list[bytes]:
+    """A format S response body as pieces that join into it (see :func:`seal_session`)."""
+    iv = aead.new_iv() if iv is None else iv
+    pieces, tag = aead.seal_to_base64(cek, plaintext, iv=iv)
+    tail = f'","iv":"{b64encode(iv)}","authTag":"{b64encode(tag)}"}}'
+    return [b'{"encryptedData":"', *pieces, tail.encode("ascii")]
+
+
 def seal_session(cek: bytes, plaintext: bytes, *, iv: bytes | None = None) -> bytes:
     """A format S response body (also the S handshake response)."""
-    iv, ciphertext, tag = aead.seal(cek, plaintext, iv=iv)
-    return dumps_compact(
-        {"encryptedData": b64encode(ciphertext), "iv": b64encode(iv), "authTag": b64encode(tag)}
-    )
+    return b"".join(seal_session_parts(cek, plaintext, iv=iv))
 
 
 def open_session_response(body: bytes, cek: bytes) -> bytes:
@@ -321,10 +326,19 @@ def seal_envelope_request(
     return dumps_compact(envelope)
 
 
+def seal_envelope_response_parts(
+    cek: bytes, plaintext: bytes, *, iv: bytes | None = None
+) -> list[bytes]:
+    """The sealed answer to a format E request as pieces that join into it."""
+    iv = aead.new_iv() if iv is None else iv
+    pieces, _ = aead.seal_to_base64(cek, plaintext, iv=iv, tag_inline=True)
+    head = f'{{"alg":"AES-GCM","iv":"{b64encode(iv)}","ct":"'
+    return [head.encode("ascii"), *pieces, b'"}']
+
+
 def seal_envelope_response(cek: bytes, plaintext: bytes, *, iv: bytes | None = None) -> bytes:
     """The ``X-Encrypt-Response: true`` answer to a format E request."""
-    iv, ciphertext, tag = aead.seal(cek, plaintext, iv=iv)
-    return dumps_compact({"alg": "AES-GCM", "iv": b64encode(iv), "ct": b64encode(ciphertext + tag)})
+    return b"".join(seal_envelope_response_parts(cek, plaintext, iv=iv))
 
 
 def open_envelope_response(body: bytes, cek: bytes) -> bytes:
@@ -425,6 +439,32 @@ def open_request(token: jwe.UnverifiedJWE, cek: bytes, *, allow_empty: bool) -> 
     return bytes(plaintext)
 
 
+def _response_header(request_jti: str, status: int, content_type: str | None) -> dict[str, Any]:
+    header: dict[str, Any] = {
+        "alg": jwe.ALG_DIR,
+        "enc": jwe.ENC_A256GCM,
+        "req": request_jti,
+        "status": status,
+    }
+    if content_type is not None:
+        header["cty"] = content_type
+    return header
+
+
+def seal_response_parts(
+    cek: bytes,
+    plaintext: bytes,
+    *,
+    request_jti: str,
+    status: int,
+    content_type: str | None,
+    iv: bytes | None = None,
+) -> list[bytes]:
+    """:func:`seal_response` as pieces that join into it (what a server writes out)."""
+    header = _response_header(request_jti, status, content_type)
+    return jwe.encrypt_dir_parts(header, plaintext, cek, iv=iv)
+
+
 def seal_response(
     cek: bytes,
     plaintext: bytes,
@@ -435,15 +475,10 @@ def seal_response(
     iv: bytes | None = None,
 ) -> str:
     """The ``dir`` JWE answer to a J request, naming the request, status and content type."""
-    header: dict[str, Any] = {
-        "alg": jwe.ALG_DIR,
-        "enc": jwe.ENC_A256GCM,
-        "req": request_jti,
-        "status": status,
-    }
-    if content_type is not None:
-        header["cty"] = content_type
-    return jwe.encrypt(header, plaintext, cek, iv=iv)
+    parts = seal_response_parts(
+        cek, plaintext, request_jti=request_jti, status=status, content_type=content_type, iv=iv
+    )
+    return b"".join(parts).decode("ascii")
 
 
 def open_response(token: str, cek: bytes, *, request_jti: str) -> tuple[dict[str, Any], bytes]:

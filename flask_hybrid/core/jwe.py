@@ -127,6 +127,20 @@ def decrypt(jwe: UnverifiedJWE, cek: bytes) -> bytes:
     return bytes(decrypt_to_buffer(jwe, cek))
 
 
+def encrypt_dir_parts(
+    header: dict[str, Any], plaintext: bytes, cek: bytes, *, iv: bytes | None = None
+) -> list[bytes]:
+    """A ``dir`` compact JWE as pieces that join into it (what a server writes out as they
+    are, so that a large answer is never held twice); see :func:`encrypt`."""
+    if header.get("alg") != ALG_DIR or header.get("enc") != ENC_A256GCM:
+        raise ValueError("the header must have alg 'dir' and enc 'A256GCM'")
+    protected_segment = b64url_encode(dumps_compact(header)).encode("ascii")
+    iv = aead.new_iv() if iv is None else iv
+    pieces, tag = aead.seal_to_base64(cek, plaintext, iv=iv, aad=protected_segment, urlsafe=True)
+    head = b".".join((protected_segment, b"", b64url_encode(iv).encode("ascii"), b""))
+    return [head, *pieces, b"." + b64url_encode(tag).encode("ascii")]
+
+
 def encrypt(
     header: dict[str, Any],
     plaintext: bytes,

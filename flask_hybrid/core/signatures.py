@@ -53,9 +53,15 @@ _METHOD = re.compile(r"[A-Z]+")  # what a signature base carries as "@method"
 _DIGESTS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 
 
-def content_digest(body: bytes) -> str:
-    """The RFC 9530 ``Content-Digest`` field value of ``body``: ``sha-256=:<b64>:``."""
-    return f"sha-256=:{b64encode(hashlib.sha256(body).digest())}:"
+def content_digest(body: bytes | Sequence[bytes]) -> str:
+    """The RFC 9530 ``Content-Digest`` field value of ``body`` (bytes, or the pieces that join
+    into it): ``sha-256=:<b64>:``."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return f"sha-256=:{b64encode(hashlib.sha256(body).digest())}:"
+    digest = hashlib.sha256()
+    for piece in body:
+        digest.update(piece)
+    return f"sha-256=:{b64encode(digest.digest())}:"
 
 
 class RequestDigest:
@@ -199,7 +205,7 @@ def sign_response(
     kid: str,
     *,
     status: int,
-    body: bytes,
+    body: bytes | Sequence[bytes],
     request: AnsweredRequest,
     created: float,
     refusal: str | None = None,
