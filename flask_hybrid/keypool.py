@@ -69,6 +69,16 @@ class KeyPool:
         with self._lock:
             return len(self._keys)
 
+    def start(self) -> None:
+        """Start filling now rather than at the first handshake (in each process that calls it).
+
+        For a server that wants each worker's pool full before its first burst: call it in the
+        worker (after the fork), e.g. from gunicorn's ``post_worker_init`` hook, on the pool
+        given to the :class:`~flask_hybrid.sessions.SessionManager`.
+        """
+        if self.size > 0:
+            self._ensure_thread()
+
     def take(self) -> rsa.PrivateKey:
         """A fresh private key: from the pool, or generated inline when it is empty."""
         if self.size <= 0:

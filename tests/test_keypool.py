@@ -143,6 +143,23 @@ def test_keys_made_before_a_fork_are_not_served_after_it() -> None:
     assert pool.take() is made[1]  # the inherited key is dropped; a new one is made
 
 
+def test_start_fills_before_the_first_take() -> None:
+    made: list[rsa.PrivateKey] = []
+
+    def generate() -> rsa.PrivateKey:
+        made.append(_KEY)
+        return _KEY
+
+    pool = KeyPool(2, generate=generate, quiet_period=0.0)
+    pool.start()
+    deadline = time.monotonic() + 10
+    while len(pool) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(pool) == 2 and len(made) == 2
+    pool.take()
+    assert len(made) == 2  # served from the pool
+
+
 def test_background_false_starts_no_thread() -> None:
     before = {t.ident for t in threading.enumerate()}
     pool, _, _ = manual_pool(2)
