@@ -14,11 +14,11 @@ symmetric part of format J against joserfc and jwcrypto.
                     [--out DIR] [--chart PNG] [--key-pool-size N] [--local-counters]
 
 Output: the table on stdout (``--markdown``: also as Markdown; ``--update-doc``: also into
-docs/performance.md), the results as JSON in
-``--out`` (default ``bench/results/``), and the chart (default ``docs/performance.png``; with
-``--quick`` or ``--local-counters``, beside the JSON). ``python -m bench.pool`` compares session-key pool settings
-under handshake bursts; ``python -m bench.memory`` and ``python -m bench.timing`` are the
-in-process memory and PKCS#1 v1.5 timing benches.
+docs/performance.md), the results as JSON in ``--out`` (default ``bench/results/``), and the
+chart (default ``docs/performance.png``; with ``--quick`` or ``--local-counters``, beside the
+JSON). ``python -m bench.pool`` compares session-key pool settings under handshake bursts;
+``python -m bench.memory`` and ``python -m bench.timing`` are the in-process memory and
+PKCS#1 v1.5 timing benches.
 """
 
 from __future__ import annotations
