@@ -199,9 +199,10 @@ def test_a_readable_stream_body_over_http1(page: Page, stream_uploads: str | boo
                 start(c) { c.enqueue(new Uint8Array(3)); c.close(); },
             });
             const again = await client.fetch("/digest", { method: "POST", body: three });
+            const json = await res.json();
+            const againJson = await again.json(); // the exchange is complete once read
             const { streamedUpload, requestFrames } = client.lastExchange.ehbp;
-            return { json: await res.json(), again: await again.json(),
-                     ex: streamedUpload, frames: requestFrames };
+            return { json, again: againJson, ex: streamedUpload, frames: requestFrames };
         }""",
         stream_uploads,
     )
@@ -343,3 +344,72 @@ def test_offline_vectors_and_npm_interop_in_node() -> None:
 
 def test_streamed_uploads_from_node_against_the_server(h_live: LiveServer) -> None:
     run_node_tests("ehbp.live.test.mjs", FH_BASE_URL=h_live.url)
+
+
+SECRETS = ["Volumetric infusion pump", "Northwind Clinical", "NW-ECG-12L", "30324.18"]
+
+
+def test_demo_page_format_h_round_trip_then_tamper(browser: Browser, h_live: LiveServer) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: console.append(str(exc)))
+    try:
+        page.goto(h_live.url + "/")
+        page.wait_for_selector("body[data-ready='true']")
+        page.check("#format-ehbp")
+        page.click("#connect")
+        page.wait_for_selector("#connection-state[data-state='connected']")
+        assert page.inner_text("#conn-format") == "H · HPKE frames (EHBP)"
+        assert ehbp.KEYS_PATH in page.inner_text("#handshake")
+
+        def send(tamper: bool) -> str:
+            page.set_checked("#tamper", tamper)
+            seq = int(page.get_attribute("#result", "data-seq") or "0")
+            page.click("#send")
+            page.wait_for_function(
+                "n => Number(document.querySelector('#result').dataset.seq) > n", arg=seq
+            )
+            return page.get_attribute("#result", "data-state") or ""
+
+        assert send(False) == "ok"
+        assert page.get_attribute("#status", "data-value") == "200"
+        assert page.get_attribute("#sealed", "data-value") == "sealed"
+        assert page.get_attribute("#signature", "data-value") == "not-needed"
+        assert "✓" in page.inner_text("#echo-check")
+        wire_request = page.inner_text("#wire-request")
+        wire_response = page.inner_text("#wire-response")
+        assert "Ehbp-Encapsulated-Key" in wire_request and "ehbp-encapsulated-key" in wire_request
+        assert "Ehbp-Response-Nonce" in wire_response and "ehbp-response-nonce" in wire_response
+        lengths = page.eval_on_selector_all(
+            "#wire-request .frame", "items => items.map(i => Number(i.dataset.length))"
+        )
+        order = json.dumps(
+            json.loads(page.input_value("#order")), separators=(",", ":"), ensure_ascii=False
+        )
+        assert lengths == [len(order.encode()) + 16]
+        assert f"length 0x{lengths[0]:08x}" in wire_request
+        assert page.eval_on_selector_all("#wire-response .frame", "items => items.length") >= 1
+        for secret in SECRETS:
+            assert secret not in wire_request and secret not in wire_response
+        assert "frame" in page.inner_text("#sizes")
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "demo-ehbp.png"), full_page=True)
+
+        # A flipped byte of the first frame: the server cannot tell it from a stale key (422),
+        # the module refetches the keys and resends once (tampered again): refused again.
+        assert send(True) == "refused"
+        assert page.get_attribute("#status", "data-value") == "422"
+        assert "key_config_mismatch" in page.inner_text("#error")
+        assert "Tampered in transit" in page.inner_text("#wire-request")
+        log = page.inner_text("#log tbody")
+        assert log.count("key_config_mismatch") == 2
+        page.screenshot(path=str(OUTPUT / "demo-ehbp-tampered.png"), full_page=True)
+
+        assert send(False) == "ok"  # the next request is not tampered with
+    finally:
+        context.close()
+    unexpected = [text for text in console if "status of 422" not in text]
+    assert unexpected == []

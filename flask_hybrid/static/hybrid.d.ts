@@ -61,7 +61,8 @@ export interface WireRequest {
   url: string;
   method: string;
   headers: Headers;
-  body: string | null;
+  /** Format H: the framed bytes of a buffered upload (a streamed one is not shown to the hook). */
+  body: string | Uint8Array | null;
 }
 
 /** What travelled on the wire in one exchange, for display ("what travelled on the wire"). */

@@ -2255,7 +2255,12 @@ export class HybridClient {
       note(frame);
       parts.push(frame);
     }
-    return this._fetch(url.href, { ...rest, method, headers, body: new Blob(parts) });
+    if (!this._beforeSend) return this._fetch(url.href, { ...rest, method, headers, body: new Blob(parts) });
+    // The testing hook sees (and may change) the framed bytes of a buffered upload.
+    const wire = { url: url.href, method, headers, body: concatAll(parts) };
+    await this._beforeSend(wire);
+    info.requestHead = toBytes(wire.body ?? new Uint8Array(0)).slice(0, WIRE_HEAD_BYTES);
+    return this._fetch(wire.url, { ...rest, method: wire.method, headers: wire.headers, body: wire.body });
   }
 
   // -- Session (format S) -----------------------------------------------------------------------

@@ -3,9 +3,11 @@
 // cryptography itself: it only encodes, decodes and displays what the module sent and received.
 
 import {
+  EHBP,
   HybridClient,
   HybridError,
   b64decode,
+  bytesToHex,
   b64encode,
   b64urlDecode,
   b64urlEncode,
@@ -22,6 +24,7 @@ const FORMATS = {
   jwe: { letter: "J", name: "JWE compact" },
   session: { letter: "S", name: "Session" },
   envelope: { letter: "E", name: "Envelope" },
+  ehbp: { letter: "H", name: "HPKE frames (EHBP)" },
 };
 
 const SAMPLE_ORDER = {
@@ -502,6 +505,142 @@ function renderWireResponse(ex, refusal) {
   }
 }
 
+// ---- Format H (EHBP) wire rendering -----------------------------------------------------------
+
+const FRAMES_SHOWN = 6;
+
+/** Hex of `bytes`, in groups of 4 bytes, 32 bytes a line. */
+function hexDump(bytes) {
+  const lines = [];
+  for (let at = 0; at < bytes.length; at += 32) {
+    const line = bytesToHex(bytes.subarray(at, at + 32)).replace(/(.{8})(?=.)/g, "$1 ");
+    lines.push(`${at.toString(16).padStart(4, "0")}  ${line}`);
+  }
+  return lines.join("\n");
+}
+
+/**
+ * The frames of an EHBP body: each one's 4-byte length prefix and ciphertext size, with the
+ * first bytes of the ones that fall in `head` (the first bytes on the wire).
+ */
+function framesView(frames, head, { keyTitle, keyValue, keyNote }) {
+  const list = el("ol", "jwe frames");
+  if (keyValue) {
+    list.append(
+      el(
+        "li",
+        "seg seg-1 frame-key",
+        el("div", "seg-head", el("span", "seg-title", keyTitle), el("span", "seg-meta", "32 bytes, header")),
+        el("div", "seg-note", keyNote),
+        el("code", "seg-value", keyValue),
+      ),
+    );
+  }
+  let at = 0;
+  frames.forEach((length, i) => {
+    if (i < FRAMES_SHOWN) {
+      const shown = head.subarray(Math.min(at + 4, head.length), Math.min(at + 4 + Math.min(length, 48), head.length));
+      const item = el(
+        "li",
+        "seg seg-3 frame",
+        el(
+          "div",
+          "seg-head",
+          el("span", "seg-title", `Frame ${i + 1} · length 0x${length.toString(16).padStart(8, "0")}`),
+          el("span", "seg-meta", `${fmtBytes(length)} = ${fmtBytes(length - 16)} + 16-byte tag`),
+        ),
+        el("div", "seg-note", `AES-256-GCM, nonce = base nonce XOR ${i}`),
+        el("code", "seg-value", shown.length ? `${bytesToHex(shown)}${length > shown.length ? "…" : ""}` : "…"),
+      );
+      item.dataset.length = String(length);
+      list.append(item);
+    }
+    at += 4 + length;
+  });
+  if (frames.length > FRAMES_SHOWN) list.append(el("li", "seg frame-more", `… ${frames.length - FRAMES_SHOWN} more frames`));
+  return list;
+}
+
+function headDetails(head, total, label) {
+  return el(
+    "details",
+    "raw",
+    el("summary", null, `${label} (first ${fmtBytes(head.length)} of ${fmtBytes(total)}, hex)`),
+    codeBlock(hexDump(head), "code-raw"),
+  );
+}
+
+function renderEhbpRequest(ex) {
+  const box = $("#wire-request");
+  const info = ex.ehbp;
+  const url = new URL(ex.url);
+  box.replaceChildren(
+    el(
+      "div",
+      "wire-line",
+      el("span", "method", ex.method),
+      el("span", "wire-url", url.pathname + url.search),
+      el("span", "wire-meta", info.encapsulatedKey ? `${fmtBytes(info.requestWireBytes)} · ${info.requestFrames.length} frame(s)` : "no body"),
+    ),
+    headerList(ex.requestHeaders),
+  );
+  if (!info.encapsulatedKey) return;
+  if (lastTamper) {
+    box.append(
+      el(
+        "p",
+        "tamper-note",
+        el("strong", null, "Tampered in transit: "),
+        `byte ${lastTamper.index} of the body (in ${lastTamper.field}) flipped (0x${hex(lastTamper.before)} → 0x${hex(lastTamper.after)}).`,
+      ),
+    );
+  }
+  box.append(
+    framesView(info.requestFrames, info.requestHead, {
+      keyTitle: "Ehbp-Encapsulated-Key",
+      keyValue: info.encapsulatedKey,
+      keyNote: "enc: the public half of a fresh X25519 key; HPKE derives this request's keys from it and the server's key",
+    }),
+    headDetails(info.requestHead, info.requestWireBytes, "Exact body as sent"),
+  );
+}
+
+function renderEhbpResponse(ex) {
+  const box = $("#wire-response");
+  const info = ex.ehbp;
+  box.replaceChildren(
+    el(
+      "div",
+      "wire-line",
+      el("span", `status-code ${ex.status >= 400 ? "is-bad" : "is-ok"}`, String(ex.status)),
+      el("span", "wire-url", STATUS_TEXT[ex.status] ?? (ex.status === 422 ? "Unprocessable Content" : "")),
+      el("span", "wire-meta", info.responseNonce ? `${fmtBytes(info.responseWireBytes)} · ${info.responseFrames.length} frame(s)` : fmtBytes(info.responseWireBytes)),
+    ),
+    headerList(ex.responseHeaders, ["content-type", "transfer-encoding", "ehbp-response-nonce", ...RESPONSE_HEADER_ORDER.slice(1)]),
+  );
+  if (!info.responseNonce) {
+    box.append(
+      el(
+        "p",
+        "wire-explain is-refusal",
+        info.encapsulatedKey
+          ? "Not sealed: a refusal by the server, in clear (EHBP refusals are not signed)."
+          : "Not sealed: EHBP sends a request without a body, and its answer, as they are.",
+      ),
+      codeBlock(ex.responseBody || "(empty)", "code-raw code-refusal"),
+    );
+    return;
+  }
+  box.append(
+    framesView(info.responseFrames, info.responseHead, {
+      keyTitle: "Ehbp-Response-Nonce",
+      keyValue: info.responseNonce,
+      keyNote: "32 random bytes: with the request's HPKE export and enc, they derive the answer's key and base nonce",
+    }),
+    headDetails(info.responseHead, info.responseWireBytes, "Exact body as received"),
+  );
+}
+
 // ---- App panel --------------------------------------------------------------------------------
 
 /** `text` pretty-printed as it is: members in the order they came, numbers with their digits. */
@@ -576,14 +715,17 @@ function renderSummary(ex, { elapsed, refused, errorCode }) {
       : signature === "not-needed"
         ? "AES-GCM tag verified"
         : "";
-  if (refused) setBadge("#sealed", "refusal", "refusal (plain JSON)", "bad");
+  if (refused) setBadge("#sealed", "refusal", ex.format === "ehbp" ? "refusal (plain)" : "refusal (plain JSON)", "bad");
+  else if (ex.sealed && ex.format === "ehbp") setBadge("#sealed", "sealed", "sealed (HPKE frames, AES-256-GCM)", "ok");
   else if (ex.sealed) setBadge("#sealed", "sealed", "sealed (AES-256-GCM)", "ok");
   else setBadge("#sealed", "clear", "in clear (signed only)", "warn");
   $("#timing").textContent = `${Math.round(elapsed)} ms`;
   $("#sizes").textContent =
     ex.requestPlaintext === null
       ? ""
-      : `plaintext ${fmtBytes(byteLength(ex.requestPlaintext))} → wire ${fmtBytes(byteLength(ex.requestBody))}`;
+      : ex.ehbp
+        ? `plaintext ${fmtBytes(byteLength(ex.requestPlaintext))} → wire ${fmtBytes(ex.ehbp.requestWireBytes)} in ${ex.ehbp.requestFrames.length} frame${ex.ehbp.requestFrames.length === 1 ? "" : "s"}`
+        : `plaintext ${fmtBytes(byteLength(ex.requestPlaintext))} → wire ${fmtBytes(byteLength(ex.requestBody))}`;
 }
 
 function clearError() {
@@ -655,6 +797,17 @@ function flipOneByte(bytes, limit = bytes.length) {
 /** beforeSend: when armed, flip one byte of the ciphertext of the request about to be sent. */
 function beforeSend(wire) {
   lastTamper = null;
+  if (tamperArmed && client.format === "ehbp" && wire.body instanceof Uint8Array) {
+    // Format H: flip a byte of the first frame's ciphertext (after its 4-byte length). Kept armed
+    // for the whole send: the client's one resend after a 422 is tampered with too.
+    const bytes = wire.body.slice();
+    const index = Math.min(4 + 40, 4 + Math.floor((bytes.length - 4) / 2));
+    const before = bytes[index];
+    bytes[index] ^= 0xff;
+    wire.body = bytes;
+    lastTamper = { index, before, after: bytes[index], field: "the first frame's ciphertext" };
+    return;
+  }
   if (!tamperArmed || typeof wire.body !== "string") return;
   tamperArmed = false;
   const format = client.format;
@@ -730,6 +883,9 @@ function describeKeyExchange(c, opts) {
     return `POST ${new URL(h.url).pathname} → ${h.status}, signature ${SIGNATURE_TEXT[h.signature]}; per-session RSA-2048 key`;
   }
   if (c.format === "jwe") return `GET ${PREFIX}/jwks.json; each request wraps a fresh AES-256 key with RSA-OAEP-256`;
+  if (c.format === "ehbp") {
+    return `GET ${EHBP.keysPath} (one X25519 key_config); each request: a fresh ephemeral X25519 key, HPKE base mode`;
+  }
   const wrap = opts.wrap === "jsencrypt" ? "JSEncrypt PKCS#1 v1.5" : "Web Crypto RSA-OAEP-256";
   return `GET ${PREFIX}/public-key; ${wrap}; response ${opts.seal ? "sealed" : "in clear, signed"}`;
 }
@@ -831,6 +987,16 @@ async function send() {
   } catch (err) {
     failure = err;
   }
+  let answerText = null;
+  if (response && client.format === "ehbp") {
+    // Format H: the answer's frames are opened as they are read; its exchange is complete after.
+    try {
+      answerText = await response.text();
+    } catch (err) {
+      failure = err;
+      response = null;
+    }
+  }
   const elapsed = performance.now() - started;
   tamperArmed = false;
   $("#tamper").checked = false; // "tamper with next request": one request only
@@ -842,12 +1008,17 @@ async function send() {
     return;
   }
   const refused = failure instanceof HybridError && ex.error !== null && failure.status >= 400;
-  renderWireRequest(ex);
-  renderWireResponse(ex, refused && !ex.sealed);
+  if (ex.format === "ehbp") {
+    renderEhbpRequest(ex);
+    renderEhbpResponse(ex);
+  } else {
+    renderWireRequest(ex);
+    renderWireResponse(ex, refused && !ex.sealed);
+  }
   renderSummary(ex, { elapsed, refused, errorCode: failure instanceof HybridError ? failure.code : null });
 
   if (response) {
-    renderApp(ex, await response.text(), false);
+    renderApp(ex, answerText ?? (await response.text()), false);
     finish("ok");
     return;
   }
@@ -860,6 +1031,16 @@ async function send() {
         ? "The refusal was signed, and its signature verified against the server's identity key: the page knows it really came from the server, not from something on the path."
         : "The refusal carried no signature the page could check.",
     ];
+    if (ex.format === "ehbp") {
+      lines[1] = "EHBP refusals are plain and unsigned: the page cannot prove this one came from the server, only that nothing was sealed to it.";
+      if (failure.code === "key_config_mismatch") {
+        lines.splice(
+          1,
+          0,
+          "The server could not open the first frame under any HPKE key it holds. EHBP answers that with 422 (key configuration), since it cannot tell a tampered frame from a stale key: the page fetched the keys again and resent once, and was refused again.",
+        );
+      }
+    }
     if (tampered && lastTamper) {
       lines.unshift(
         `You flipped byte ${lastTamper.index} of ${lastTamper.field}. AES-GCM's authentication tag no longer matches, so the server refused the request before the view ran.`,
