@@ -338,10 +338,6 @@ def test_key_config_422_with_a_stream_body_is_not_resent(page: Page) -> None:
     assert served == ["stale", "real"]
 
 
-def test_offline_vectors_and_npm_interop_in_node() -> None:
-    run_node_tests("ehbp.test.mjs")
-
-
 def test_streamed_uploads_from_node_against_the_server(h_live: LiveServer) -> None:
     run_node_tests("ehbp.live.test.mjs", FH_BASE_URL=h_live.url)
 

@@ -40,7 +40,13 @@ def run_node_tests(test_file: str, **env: str) -> None:
 
 @pytest.mark.parametrize(
     "test_file",
-    ["vectors.test.mjs", "interop.test.mjs", "client.test.mjs", "signature.test.mjs"],
+    [
+        "vectors.test.mjs",
+        "interop.test.mjs",
+        "client.test.mjs",
+        "signature.test.mjs",
+        "ehbp.test.mjs",
+    ],
 )
 def test_browser_module_offline(test_file: str) -> None:
     run_node_tests(test_file)
