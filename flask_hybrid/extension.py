@@ -80,7 +80,7 @@ class HybridEncryption:
         development = config[ConfigVars.DEVELOPMENT]
         if development is None:
             development = app.debug or app.testing
-        hpke_keys = self._hpke_keys(app, development)
+        hpke_keys = self._hpke_keys(app, development and "H" in settings.formats)
         if hpke_keys is None and "H" in settings.formats:
             if config[ConfigVars.FORMATS] is not DEFAULTS[ConfigVars.FORMATS]:
                 raise RuntimeError(
@@ -150,8 +150,8 @@ class HybridEncryption:
 
     @staticmethod
     def _hpke_keys(app: Flask, development: bool) -> list[HpkePrivateKey] | None:
-        """Format H's X25519 keys: ``HYBRID_HPKE_KEYS``, else (in development) one generated
-        into the instance folder, else none."""
+        """Format H's X25519 keys: ``HYBRID_HPKE_KEYS``, else (in development, with format H
+        on) one generated into the instance folder, else none."""
         configured = app.config[ConfigVars.HPKE_KEYS]
         if not configured:
             if not development:

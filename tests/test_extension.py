@@ -117,7 +117,11 @@ app = Flask("dev", instance_path=sys.argv[1])
 app.config["HYBRID_DEVELOPMENT"] = True
 HybridEncryption(app)
 state = app.extensions["hybrid"]
-print(state.keyring.current.kid, state.sessions._jwt_secret.hex())
+print(
+    state.keyring.current.kid,
+    state.sessions._jwt_secret.hex(),
+    state.keyring.hpke.keys[0].public_bytes.hex(),
+)
 """
 
 
@@ -137,6 +141,7 @@ def test_development_keys_are_made_once_and_shared_by_processes(tmp_path: Path) 
     key_file = instance / "hybrid-identity-key.pem"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert sorted(path.name for path in instance.iterdir()) == [
+        "hybrid-hpke-key.pem",  # format H's X25519 key
         "hybrid-identity-key.pem",
         "hybrid-jwt-secret",
     ]

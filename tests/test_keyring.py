@@ -162,10 +162,12 @@ def test_well_known_hpke_keys_at_the_origin_root(vector_keys: dict[str, Any], pr
     from flask_hybrid.core.hpke import HpkePrivateKey
 
     flask_app = Flask(__name__)
-    flask_app.config.update(base_config(vector_keys, HYBRID_URL_PREFIX=prefix))
+    flask_app.config.update(
+        base_config(vector_keys, HYBRID_URL_PREFIX=prefix, HYBRID_FORMATS=["S", "E", "J"])
+    )
     HybridEncryption(flask_app)
     client = flask_app.test_client()
-    assert client.get("/.well-known/hpke-keys").status_code == 404  # no HPKE keys: no format H
+    assert client.get("/.well-known/hpke-keys").status_code == 404  # no format H: no key made
     state = flask_app.extensions["hybrid"]
     current, previous = HpkePrivateKey.generate(), HpkePrivateKey.generate()
     state.keyring = KeyRing(
