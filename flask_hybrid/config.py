@@ -62,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
     ConfigVars.HANDSHAKE_LIMIT: "30 per minute",  # per client address (IPv6: per /64)
     ConfigVars.JWE_LIMIT: "600 per minute",  # J requests to an identity key, per address
     ConfigVars.RATELIMIT_STORAGE_URL: None,  # None: the store's Redis URL, else memory://
-    ConfigVars.KEY_POOL_SIZE: 4,
+    ConfigVars.KEY_POOL_SIZE: 16,  # per worker: a burst of 16 handshakes served from the pool
 }
 
 SIGN_POLICIES = ("unsealed", "all", "none")

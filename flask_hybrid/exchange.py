@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,13 +252,22 @@ class _UnwrapCache:
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def unwrap(self, scope: str, key: PrivateKey, wrapped_key: bytes) -> bytes:
+    def unwrap(
+        self,
+        scope: str,
+        key: PrivateKey,
+        wrapped_key: bytes,
+        before_rsa: Callable[[], None] | None = None,
+    ) -> bytes:
+        """The CEK, from the cache or unwrapped now (``before_rsa`` first: a rate limit)."""
         digest = hashlib.sha256(scope.encode() + b"\0" + wrapped_key).digest()
         with self._lock:
             cek = self._entries.get(digest)
             if cek is not None:
                 self._entries.move_to_end(digest)
                 return cek
+        if before_rsa is not None:
+            before_rsa()
         cek = unwrap_oaep(key, wrapped_key)
         with self._lock:
             self._entries[digest] = cek
@@ -618,8 +627,14 @@ class Exchange:
             head.bearer_token, head.headers.get("x-device-id"), head.remote_addr
         )
 
-    def _unwrap(self, scope: str, key: PrivateKey, wrapped_key: bytes) -> bytes:
-        return self._exchanges._unwrap_cache.unwrap(scope, key, wrapped_key)
+    def _unwrap(
+        self,
+        scope: str,
+        key: PrivateKey,
+        wrapped_key: bytes,
+        before_rsa: Callable[[], None] | None = None,
+    ) -> bytes:
+        return self._exchanges._unwrap_cache.unwrap(scope, key, wrapped_key, before_rsa)
 
     def _decrypt_json_envelope(self, body: bytearray) -> _Decrypted:
         members = JsonObjectText(body)  # checked in place: the ciphertext is read as a view
@@ -660,7 +675,10 @@ class Exchange:
             token = jwe.parse_compact(memoryview(body)[start:end])  # no copy of the body
         binding = formats.read_request_binding(token.header)
         scope, private_key, session_id = self._resolve_kid(binding.kid)
-        cek = self._unwrap(scope, private_key, token.encrypted_key)
+        # HYBRID_JWE_LIMIT guards the RSA work of identity-key requests: counted (429) before
+        # an unwrap, not when the client's CEK is already known (no RSA work, no count).
+        limit = None if session_id is not None else self._hit_jwe_limit
+        cek = self._unwrap(scope, private_key, token.encrypted_key, limit)
         plaintext = formats.decrypt_request(token, cek, allow_empty=in_header)
         encrypted = EncryptedRequest("J", cek, True, session_id, binding.jti)
         content_type = None if in_header else binding.content_type
@@ -679,11 +697,13 @@ class Exchange:
         if not state.sessions.record_request_id(binding.jti, state.settings.replay_ttl):
             raise ReplayedRequest("jti_seen")
 
+    def _hit_jwe_limit(self) -> None:
+        self._state.limits.hit_jwe(self.head.remote_addr)
+
     def _resolve_kid(self, kid: str) -> tuple[str, PrivateKey, str | None]:
         """An identity key, or a session's key when the kid is that session's id (401s)."""
         identity_key = self._state.keyring.get(kid)
         if identity_key is not None:
-            self._state.limits.hit_jwe(self.head.remote_addr)  # 429 before any RSA work
             return kid, identity_key.private_key, None
         if self.head.bearer_token is not None:
             session = self._live_session()

@@ -341,3 +341,32 @@ def test_the_in_process_storage_counts_windows_without_threads() -> None:
     assert storage.incr(item.key_for("a"), 1) == 1 and storage.get(item.key_for("a")) == 1
     storage.clear(item.key_for("a"))
     assert storage.get(item.key_for("a")) == 0 and storage.reset() == 0
+
+
+def test_a_reused_cek_costs_no_rsa_work_and_is_not_counted(
+    make_app: Callable[..., Flask],
+) -> None:
+    """HYBRID_JWE_LIMIT guards RSA work: an ek the server has unwrapped before is not counted."""
+    from flask_hybrid.core import aead, jwe, rsa
+    from flask_hybrid.core.encoding import b64url_encode
+
+    flask_app = make_app(HYBRID_JWE_LIMIT="2 per minute")
+    identity = state_of(flask_app).keyring.current
+    cek = aead.new_cek()
+    wrapped = b64url_encode(rsa.wrap_oaep(identity.private_key.public_key(), cek))
+
+    def reused() -> Any:
+        header = j_header(identity.kid, "POST", "/api/echo")
+        parts = jwe.encrypt(header, ECHO, cek, public_key=identity.private_key.public_key())
+        token = ".".join([parts.split(".")[0], wrapped, *parts.split(".")[2:]])
+        return flask_app.test_client().post(
+            "/api/echo",
+            data=token,
+            headers={"Content-Type": "application/jose"},
+            environ_base={"REMOTE_ADDR": "192.0.2.30"},
+        )
+
+    assert [reused().status_code for _ in range(5)] == [200] * 5  # one unwrap, one count
+    assert post_j_to_identity_key(flask_app, "192.0.2.30").status_code == 200  # the second
+    assert_rate_limited(post_j_to_identity_key(flask_app, "192.0.2.30"))  # a third unwrap
+    assert reused().status_code == 200  # still known: no RSA work, nothing to limit
