@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import io
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -308,29 +308,22 @@ class HybridMiddleware:
         encrypted: EncryptedRequest | None,
     ) -> Iterable[bytes]:
         """Run the app; seal and sign its answer when that needs the body, else stream it."""
-        captured: list[Any] = []
         written: list[bytes] = []
-
-        def capture(status: str, headers: HeaderList, exc_info: Any = None) -> Any:
-            if exc_info is not None and captured:
-                raise exc_info[1].with_traceback(exc_info[2])
-            captured[:] = (status, headers)
-            return written.append  # the legacy write(): kept and sent before the iterable
-
+        captured = _Captured(written.append)  # write(): kept and sent before the iterable
         refused_here: HybridError | None = environ.get(REFUSAL_KEY)
-        app_iter = self.app(environ, capture)
+        app_iter = self.app(environ, captured)
         if refused_here is not None and not environ.get(REFUSAL_RAISED_KEY):
             # Refused, yet the app's blueprint hook never raised it: answer here, not the app.
             _close(app_iter)
             logger.error("flask-hybrid: the app did not raise a refusal; is the blueprint on it?")
             return self._answer_refusal(environ, start_response, refused_here)
-        if not captured:  # a lazy (generator) app starts its answer only as it is read
+        if captured.status is None:  # a lazy (generator) app answers only as it is read
             try:
                 written.extend(app_iter)
             finally:
                 _close(app_iter)
             app_iter = []
-        status, headers = captured
+        status, headers = captured.answer()
         refusal: HybridError | None = environ.get(REFUSAL_KEY)  # the blueprint's own too
         path = environ.get("PATH_INFO", "")
         if not written and not self.exchanges.must_buffer(path, encrypted, refusal):
@@ -357,31 +350,47 @@ class HybridMiddleware:
         self, environ: WSGIEnvironment, start_response: StartResponse, exchange: Exchange
     ) -> Iterable[bytes]:
         """Format H: the app's answer sealed chunk by chunk as it yields, never held whole."""
-        captured: list[Any] = []
         sealed_written: list[bytes] = []
-
-        def capture(status: str, headers: HeaderList, exc_info: Any = None) -> Any:
-            if exc_info is not None and captured:
-                raise exc_info[1].with_traceback(exc_info[2])
-            captured[:] = (status, headers)
-            return lambda data: sealed_written.append(exchange.seal_chunk(data))
-
+        captured = _Captured(lambda data: sealed_written.append(exchange.seal_chunk(data)))
         try:
-            app_iter = self.app(environ, capture)
+            app_iter = self.app(environ, captured)
         except HybridError as error:  # the plaintext stream refused a frame (outside Flask)
             return self._answer_refusal(environ, start_response, error)
         chunks = iter(app_iter)
         first: list[bytes] = []
         try:
-            if not captured:  # a lazy (generator) app starts its answer only as it is read
+            if captured.status is None:  # a lazy (generator) app answers only as it is read
                 first = [next(chunks, b"")]
         except HybridError as error:
             _close(app_iter)
             return self._answer_refusal(environ, start_response, error)
-        status, headers = captured
+        status, headers = captured.answer()
         start_response(status, exchange.stream_headers(headers))
         sealed_first = [*sealed_written, *map(exchange.seal_chunk, first)]
         return _SealedStream(exchange, chunks, app_iter, sealed_first)
+
+
+class _Captured:
+    """The app's ``start_response``, recorded (status and headers) rather than sent, so that
+    the answer can be sealed or signed first; ``write`` is what the legacy ``write()`` does."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.status: str | None = None
+        self.headers: HeaderList = []
+        self._write = write
+
+    def __call__(
+        self, status: str, headers: HeaderList, exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None and self.status is not None:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self.status, self.headers = status, headers
+        return self._write
+
+    def answer(self) -> tuple[str, HeaderList]:
+        if self.status is None:  # a WSGI app must start its answer before it ends
+            raise RuntimeError("the app did not call start_response")
+        return self.status, self.headers
 
 
 class _WireBody:
