@@ -7,8 +7,9 @@ its ratios are the median over the rounds of case/plain. A case that pays RSA pr
 operations is also set against its *floor*, the rate plain would reach if each request also
 paid those operations and nothing else: ``W / (W / plain + ops * t_rsa)`` with W workers and
 ``t_rsa`` one RSA-2048 private operation timed in this run. Then the handshakes (paced and a
-burst of 16), a 10 MB body against a plain one (time and worker memory), and, in process, the
-symmetric part of format J against joserfc and jwcrypto.
+burst of 16), a 10 MB body against a plain one (time and worker memory), format H's 1 GiB
+upload and download with the published EHBP client (``bench/streaming.py``; 64 MiB with
+``--quick``), and, in process, the symmetric part of format J against joserfc and jwcrypto.
 
     python -m bench [--quick] [--rounds N] [--duration S] [--markdown] [--update-doc]
                     [--out DIR] [--chart PNG] [--key-pool-size N] [--local-counters]
@@ -17,6 +18,7 @@ Output: the table on stdout (``--markdown``: also as Markdown; ``--update-doc``:
 docs/performance.md), the results as JSON in ``--out`` (default ``bench/results/``), and the
 chart (default ``docs/performance.png``; with ``--quick`` or ``--local-counters``, beside the
 JSON). ``python -m bench.pool`` compares session-key pool settings under handshake bursts;
+``python -m bench.streaming`` runs the H transfers alone;
 ``python -m bench.memory`` and ``python -m bench.timing`` are the in-process memory and
 PKCS#1 v1.5 timing benches.
 """
@@ -24,6 +26,7 @@ PKCS#1 v1.5 timing benches.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import math
 import os
@@ -41,10 +44,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from flask_hybrid.config import DEFAULTS, ConfigVars
+from flask_hybrid.core import hpke
+from flask_hybrid.core.ehbp import KEYS_PATH, RESPONSE_NONCE_HEADER
 
-from . import bigbody, handshake, jose, loadgen, report
+from . import bigbody, handshake, jose, loadgen, report, streaming
 from .server import ROOT, Server, bench_config
-from .workload import CASES, OAEP_SHA256, Workload
+from .workload import CASES, ECHO_PATH, OAEP_SHA256, ORDER, Workload
 
 WORKERS = 2
 THREADS = 4
@@ -88,6 +93,34 @@ def _kid(base_url: str) -> str:
     with urllib.request.urlopen(base_url + "/hybrid/jwks.json", timeout=5) as answer:
         keys = json.load(answer)["keys"]
     return str(next(key["kid"] for key in keys if key.get("use", "enc") == "enc"))
+
+
+def _hpke_public(base_url: str) -> bytes:
+    """The X25519 key the server advertises for format H (its bare ``key_config``)."""
+    with urllib.request.urlopen(base_url + KEYS_PATH, timeout=5) as answer:
+        return hpke.KeyConfig.parse(answer.read()).public_key
+
+
+def check_h(server: Server, workload: Workload) -> None:
+    """One format H request of the case, its answer opened: the load runs count statuses only."""
+    headers, body, sealer = workload.h_request(ORDER)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request(
+            "POST", ECHO_PATH, body=body, headers={"Content-Type": "application/json", **headers}
+        )
+        answer = connection.getresponse()
+        wire = answer.read()
+        nonce = answer.getheader(RESPONSE_NONCE_HEADER)
+    finally:
+        connection.close()
+    if answer.status != 200 or nonce is None:
+        raise RuntimeError(f"format H answered {answer.status} ({wire[:200]!r}):\n{server.log()}")
+    opener = sealer.response_opener(nonce)
+    plaintext = b"".join(opener.feed(wire))
+    opener.finish()
+    if json.loads(plaintext) != {"received": json.loads(ORDER)}:
+        raise RuntimeError(f"format H's echo is not the order: {plaintext[:200]!r}")
 
 
 def _load_run(server: Server, case: loadgen.Case, seconds: int) -> dict[str, Any]:
@@ -140,8 +173,11 @@ def run_cases(
             else:
                 plain = _load_run(server, plain_case, seconds)
                 runs["plain"].append(plain)
-            # No encrypted case outruns plain: enough distinct requests for the whole run.
-            count = math.ceil(plain["rate"] * seconds * 1.3) + 200
+            # Enough distinct requests for the whole run: a case rarely outruns its plain run
+            # or its own earlier rounds by 30 %; the smoke run's one plain run may be from a
+            # slower moment, so it makes more. (Format H, with no RSA work, can outrun plain.)
+            rate = max([plain["rate"]] + [run["rate"] for run in runs[spec.name]])
+            count = math.ceil(rate * seconds * (2.5 if shared_plain else 1.3)) + 200
             case = workload.case(spec.name, count)
             measured = _load_run(server, case, seconds)
             measured["plain_rate"] = plain["rate"]
@@ -235,7 +271,14 @@ def main(argv: list[str] | None = None) -> int:
                 serialization.NoEncryption(),
             )
         )
-        config = bench_config(str(pem_path), args.key_pool_size, local_counters=args.local_counters)
+        hpke_path = Path(scratch) / "hpke.pem"
+        hpke_path.write_bytes(hpke.HpkePrivateKey.generate().private_pem())
+        config = bench_config(
+            str(pem_path),
+            args.key_pool_size,
+            local_counters=args.local_counters,
+            hpke_pem_path=str(hpke_path),
+        )
         with Server(config, workers=WORKERS, threads=THREADS) as server:
             log(f"gunicorn on {server.base_url}, workers {server.worker_pids()}")
             pool_size = int(config.get("HYBRID_KEY_POOL_SIZE", DEFAULTS[ConfigVars.KEY_POOL_SIZE]))
@@ -243,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             workload = Workload(identity.public_key(), _kid(server.base_url))
             session = handshake.handshake("127.0.0.1", server.port)
             workload.start_session(session.token, session.public_key, session.device_id)
+            workload.hpke_public = _hpke_public(server.base_url)
+            check_h(server, workload)
             # Let the pools refill (quiet period, then key generation) before the load runs,
             # so that no key generation competes with the first cases.
             time.sleep(0.5 if args.quick else 0.5 + 0.12 * pool_size)
@@ -257,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             big = bigbody.run(server, config, workload, repeats=1 if args.quick else 3)
             log("10 MB body done")
+        # On a server of its own, with HYBRID_MAX_BODY of 2 GiB and the streaming routes.
+        size = streaming.QUICK_SIZE if args.quick else streaming.FULL_SIZE
+        streamed = streaming.run(config, size, log)
         jose_results = jose.compare(budget=0.1 if args.quick else 2.0)
         log("in-process J comparison done")
 
@@ -296,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             "j_growth": big.j_growth,
             "peaks_reset": big.peaks_reset,
         },
+        "streaming": streamed,
         "jose": jose_results,
     }
     record = args.out / (f"{variant}.json" if variant else "latest.json")
@@ -313,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{name}: {found['errors']} errors" for name, found in cases.items() if found["errors"]
     ]
     problems += [f"{name}: requests sent again" for name, found in cases.items() if found["resent"]]
+    problems += [
+        f"H {kind}: worker peaks not reset (growth counts from an earlier peak)"
+        for kind in ("upload", "download")
+        if not streamed[kind]["peaks_reset"]
+    ]
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     log(f"done; JSON in {record}, chart in {chart_path}")

@@ -1,4 +1,9 @@
-"""Drive the server with ``wrk``: pre-built requests, cycled by ``bench/cycle.lua``."""
+"""Drive the server with ``wrk``: pre-built requests, cycled by ``bench/cycle.lua``.
+
+Each request is written out whole (request line, headers, body), so a header that differs from
+one request to the next (format H's ``Ehbp-Encapsulated-Key``) is sent as built: the Lua script
+hands out raw requests and adds nothing.
+"""
 
 from __future__ import annotations
 
@@ -30,16 +35,13 @@ class LoadResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def raw_request(case: Case, body: bytes, host: str) -> bytes:
-    """One HTTP/1.1 request as it goes on the wire."""
+def raw_request(case: Case, body: bytes, host: str, each: dict[str, str] | None = None) -> bytes:
+    """One HTTP/1.1 request as it goes on the wire; ``each``: this request's own headers."""
     from .workload import content_digest
 
-    headers = {
-        "Host": host,
-        **case.headers,
-        "Content-Length": str(len(body)),
-        "Content-Digest": content_digest(body),
-    }
+    headers = {"Host": host, **case.headers, **(each or {}), "Content-Length": str(len(body))}
+    if case.digest:
+        headers["Content-Digest"] = content_digest(body)
     head = f"POST {case.path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     return head.encode("latin-1") + b"\r\n" + body
 
@@ -58,8 +60,12 @@ def run_wrk(
         raise RuntimeError("the bench needs wrk (Debian: apt-get install wrk)")
     host = base_url.split("://", 1)[1]
     with tempfile.NamedTemporaryFile(prefix="bench-requests-", suffix=".bin") as requests:
-        for body in case.bodies:
-            raw = raw_request(case, body, host)
+        if case.each and len(case.each) != len(case.bodies):
+            raise ValueError(
+                f"{case.name}: {len(case.each)} header sets, {len(case.bodies)} bodies"
+            )
+        for index, body in enumerate(case.bodies):
+            raw = raw_request(case, body, host, case.each[index] if case.each else None)
             requests.write(b"%d\n" % len(raw) + raw)
         requests.flush()
         completed = subprocess.run(

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .handshake import TARGETS_MS as HANDSHAKE_TARGETS_MS
+from .streaming import FULL_SIZE as STREAM_FULL_SIZE
+from .streaming import size_label as stream_size_label
 from .workload import CASES
 
 BIG_BODY_TARGETS = {"time": 1.5, "growth": 4.0}
@@ -26,6 +28,36 @@ def _mib(value: float) -> str:
 
 def _met(ok: bool) -> str:
     return "yes" if ok else "no"
+
+
+def stream_label(kind: str, size: int) -> str:
+    """The row of a format H streaming transfer (``kind``: upload or download)."""
+    label = f"H {stream_size_label(size)} {kind}, streamed"
+    if size != STREAM_FULL_SIZE:
+        label += f" (quick; full run: {stream_size_label(STREAM_FULL_SIZE)})"
+    return label
+
+
+def stream_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Format H's 1 GiB upload and download: time, throughput, worker RSS growth."""
+    stream = results["streaming"]
+    table: list[tuple[str, ...]] = []
+    for kind in ("upload", "download"):
+        found = stream[kind]
+        table.append(
+            (
+                stream_label(kind, stream["size"]),
+                "",
+                f"{found['seconds']:.2f} s",
+                "",
+                f"{found['throughput'] / (1024 * 1024):.0f} MiB/s",
+                "",
+                f"growth ≤ {_mib(stream['growth_target'])}",
+                _met(found["met"]),
+                f"+{found['growth'] / (1024 * 1024):.1f} MiB",
+            )
+        )
+    return table
 
 
 def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -104,6 +136,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
             f"plain {big['plain_growth']:.2f}{X} body",
         )
     )
+    table += stream_rows(results)
     for size, timing in results["jose"].items():
         ours = timing["flask-hybrid"]
         table.append(
@@ -184,7 +217,8 @@ def save_json(results: dict[str, Any], path: Path) -> None:
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Four panels: the 1 KB cases' ratios, the handshakes, the 10 MB body, J in process.
+    """Four panels: the 1 KB cases' ratios, the handshakes, the 10 MB body and format H's
+    streaming transfers, J in process.
 
     Each bar is a measured figure; each black line the target of that figure.
     """
@@ -211,16 +245,19 @@ def chart(results: dict[str, Any], path: Path) -> None:
     def target(panel: Any, x: float, value: float) -> None:
         panel.hlines(value, x - 0.3, x + 0.3, colors="black", linewidth=2)
 
-    names = [spec.name for spec in CASES]
+    names = [spec.name.replace(" per ", "\nper ") for spec in CASES]
+    highest = 1.0
     for index, spec in enumerate(CASES):
         case = results["cases"][spec.name]
         bars(cases_panel, index - 0.2, case["ratio_plain"], LIGHT)
+        highest = max(highest, case["ratio_plain"])
         if spec.rsa_ops:
             bars(cases_panel, index + 0.2, case["ratio_floor"], DARK)
+            highest = max(highest, case["ratio_floor"])
         target(cases_panel, index + (0.2 if spec.target_of == "floor" else -0.2), spec.target)
     legend(cases_panel, f"{X} plain", f"{X} floor (plain + its RSA ops)", "upper left")
     cases_panel.set_xticks(range(len(names)), names, fontsize=8)
-    cases_panel.set_ylim(0, 1.1)
+    cases_panel.set_ylim(0, 1.1 * highest)
     cases_panel.set_ylabel("throughput ratio (higher is better)")
     cases_panel.set_title("1 KB JSON through gunicorn; black: target", fontsize=10)
 
@@ -242,11 +279,29 @@ def chart(results: dict[str, Any], path: Path) -> None:
     bars(big_panel, 1, big["j_growth"], DARK)
     bars(big_panel, 1.4, big["plain_growth"], LIGHT)
     target(big_panel, 1, BIG_BODY_TARGETS["growth"])
+    stream = results["streaming"]
+    budget = stream["growth_target"]
+    for x, kind in ((2.3, "upload"), (2.7, "download")):
+        growth = stream[kind]["growth"]
+        big_panel.bar(x, growth / budget, width=0.38, color=DARK)
+        big_panel.text(
+            x, growth / budget, f"+{growth / 2**20:.1f} MiB", ha="center", va="bottom", fontsize=7
+        )
+    big_panel.hlines(1, 2.0, 3.0, colors="black", linewidth=2)
+    size = stream_size_label(stream["size"])
     big_panel.set_xticks(
-        [0, 1, 1.4], ["J time ÷ plain time", "J RSS growth ÷ body", "plain's"], fontsize=8
+        [0, 1, 1.4, 2.3, 2.7],
+        [
+            "J time ÷ plain time",
+            "J RSS growth ÷ body",
+            "plain's",
+            f"H {size} up:\nRSS growth ÷ {_mib(budget)}",
+            "down",
+        ],
+        fontsize=8,
     )
     big_panel.set_ylabel("lower is better")
-    big_panel.set_title("10 MB body; black: target", fontsize=10)
+    big_panel.set_title(f"10 MB body; H streaming {size}; black: target", fontsize=10)
 
     sizes = list(results["jose"])
     for index, size in enumerate(sizes):

@@ -205,9 +205,16 @@ class Server:
 
 
 def bench_config(
-    identity_pem_path: str, key_pool_size: int | None, *, local_counters: bool = False
+    identity_pem_path: str,
+    key_pool_size: int | None,
+    *,
+    local_counters: bool = False,
+    hpke_pem_path: str | None = None,
 ) -> dict[str, Any]:
     """Generous limits: what is measured is the work of a request, not a refusal.
+
+    ``hpke_pem_path``: format H's X25519 key (``HYBRID_HPKE_KEYS``), made by the bench so that
+    it can seal to it; without it the demo app makes one in its instance folder.
 
     ``local_counters``: J's replay records and the rate-limit counters in each worker's memory
     instead of Redis, to see what their round trips cost. Not a deployment: a jti recorded by
@@ -222,6 +229,8 @@ def bench_config(
         # 10 MB of plaintext is 13.3 MB of base64 on the wire.
         "HYBRID_MAX_BODY": 32 * 1024 * 1024,
     }
+    if hpke_pem_path is not None:
+        config["HYBRID_HPKE_KEYS"] = [hpke_pem_path]
     if key_pool_size is not None:
         config["HYBRID_KEY_POOL_SIZE"] = key_pool_size
     if local_counters:

@@ -3,8 +3,11 @@
 Built from docs/PROTOCOL.md, like ``tests/protocol_client.py``, rather than from flask-hybrid's
 own client code, so that a refactoring of the server's formats cannot change what is measured.
 Each builder returns the body of one request; what must differ from one request to the next (a
-J ``jti``, a fresh RSA-wrapped CEK, an IV) differs. Every request carries ``Content-Digest``,
-as flask-hybrid's clients send it.
+J ``jti``, a fresh RSA-wrapped CEK, an IV) differs. Every S, E and J request carries
+``Content-Digest``, as flask-hybrid's clients send it. Format H's requests are sealed with
+``flask_hybrid.core.ehbp.RequestSealer`` (the client half of the sans-I/O framing, tested
+against the published EHBP clients): each has its own HPKE encapsulation, so its own
+``Ehbp-Encapsulated-Key`` header, and no ``Content-Digest``, as EHBP's clients send none.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from flask_hybrid.core.ehbp import ENCAPSULATED_KEY_HEADER, RequestSealer
 
 OAEP_SHA256 = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 PKCS1V15 = padding.PKCS1v15()
@@ -80,12 +85,18 @@ def _compact(document: object) -> bytes:
 
 @dataclass
 class Case:
-    """One kind of request: its static headers and a factory for the next body."""
+    """One kind of request: its static headers, its bodies, and headers of each request.
+
+    ``each`` (when not empty) holds one dict of headers per body, e.g. format H's
+    ``Ehbp-Encapsulated-Key``; ``digest`` says whether a ``Content-Digest`` goes with each body.
+    """
 
     name: str
     headers: dict[str, str]
     bodies: list[bytes] = field(default_factory=list)
     path: str = ECHO_PATH
+    each: list[dict[str, str]] = field(default_factory=list)
+    digest: bool = True
 
 
 class Workload:
@@ -100,6 +111,7 @@ class Workload:
         self._reused_j_ek = identity_public.encrypt(self._reused_j_cek, OAEP_SHA256)
         self._reused_s_cek = AESGCM.generate_key(256)
         self._reused_s_ek = b""
+        self.hpke_public: bytes | None = None  # the server's X25519 key, for format H
 
     # -- format S ------------------------------------------------------------------------------
     def start_session(self, token: str, public_key: rsa.RSAPublicKey, device_id: str) -> None:
@@ -161,6 +173,15 @@ class Workload:
         )
         return ".".join(segments).encode("ascii")
 
+    # -- format H ------------------------------------------------------------------------------
+    def h_request(self, plaintext: bytes) -> tuple[dict[str, str], bytes, RequestSealer]:
+        """A fresh HPKE encapsulation: its header, the framed body, and the sealer (to open the
+        answer with)."""
+        if self.hpke_public is None:
+            raise RuntimeError("format H needs the server's HPKE public key (hpke_public)")
+        sealer = RequestSealer(self.hpke_public)
+        return {ENCAPSULATED_KEY_HEADER: sealer.header_value}, sealer.seal(plaintext), sealer
+
     # -- the cases -----------------------------------------------------------------------------
     def case(self, name: str, count: int) -> Case:
         """``count`` requests of the 1 KB case ``name`` (see :data:`CASES`)."""
@@ -184,6 +205,15 @@ class Workload:
         if name == "E sealed":
             headers = {**encrypted, "X-Encrypt-Response": "true"}
             return Case(name, headers, [self.e_body(ORDER) for _ in range(count)])
+        if name == "H fresh key per request":
+            requests = [self.h_request(ORDER)[:2] for _ in range(count)]
+            return Case(
+                name,
+                json_type,
+                [body for _, body in requests],
+                each=[headers for headers, _ in requests],
+                digest=False,
+            )
         raise ValueError(f"unknown case {name!r}")
 
 
@@ -205,4 +235,11 @@ CASES: tuple[CaseSpec, ...] = (
     CaseSpec("S reused CEK", 0, 0.85, "plain", "format S, one CEK for the session"),
     CaseSpec("E signed", 2, 0.90, "floor", "format E (PKCS#1 v1.5), answer in clear, RSA-signed"),
     CaseSpec("E sealed", 1, 0.90, "floor", "format E (PKCS#1 v1.5), X-Encrypt-Response"),
+    CaseSpec(
+        "H fresh key per request",
+        0,
+        0.80,
+        "plain",
+        "format H (EHBP), a new HPKE encapsulation each",
+    ),
 )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench import report
 from bench.jose import SIZES, size_label
+from bench.streaming import GROWTH_TARGET, QUICK_SIZE
 from bench.workload import CASES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,7 @@ def test_quick_bench_prints_a_complete_table(tmp_path: Path) -> None:
         + [spec.name for spec in CASES]
         + ["handshake, paced, 16 clients", "handshake, burst of 16"]
         + ["10 MB J vs plain: time", "10 MB J: worker RSS growth"]
+        + [report.stream_label(kind, QUICK_SIZE) for kind in ("upload", "download")]
         + [f"J open+seal {size_label(size)}, in process" for size in SIZES]
     )
     for row in expected_rows:
@@ -68,6 +70,15 @@ def test_quick_bench_prints_a_complete_table(tmp_path: Path) -> None:
     for key in ("plain_seconds", "j_seconds", "time_ratio", "j_growth"):
         assert _positive(big[key]), key
     assert big["plain_growth"] >= 0
+    assert "H fresh key per request" in results["cases"]
+    stream = results["streaming"]
+    assert stream["size"] == QUICK_SIZE and stream["growth_target"] == GROWTH_TARGET
+    assert "(quick; full run: 1 GiB)" in report.stream_label("upload", QUICK_SIZE)
+    for kind in ("upload", "download"):
+        found = stream[kind]
+        assert found["size"] == QUICK_SIZE
+        assert _positive(found["seconds"]) and _positive(found["throughput"]), kind
+        assert found["growth"] >= 0, kind
     assert set(results["jose"]) == {size_label(size) for size in SIZES}
     for timing in results["jose"].values():
         assert all(
