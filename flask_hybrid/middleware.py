@@ -17,7 +17,13 @@ from urllib.parse import quote
 
 from . import signals
 from .core import signatures
-from .errors import HybridError, InvalidPayload, StoreUnavailable
+from .errors import (
+    HybridError,
+    InvalidPayload,
+    StoreUnavailable,
+    error_body,
+    refusal_headers,
+)
 from .exceptions import as_http_exception
 from .exchange import (
     EXPOSED_HEADERS,
@@ -288,9 +294,9 @@ class HybridMiddleware:
         if self.refusals_through_app:
             return self._call_app_streamed(environ, start_response, exchange)
         signals.request_refused.send(self, code=error.error, reason=error.reason)
-        headers, body = self.exchanges.refusal_answer(_answered(environ), error)
-        start_response(f"{error.code} {REASONS[error.code]}", exchange.stream_headers(headers))
-        return [exchange.seal_chunk(body)]
+        headers = exchange.stream_headers(list(refusal_headers(error)))  # sealed: not signed
+        start_response(f"{error.code} {REASONS[error.code]}", headers)
+        return [exchange.seal_chunk(error_body(error))]
 
     def _answer_refusal(
         self, environ: WSGIEnvironment, start_response: StartResponse, error: HybridError

@@ -23,7 +23,7 @@ from flask import Flask, Response, request, stream_with_context
 
 from flask_hybrid import get_encrypted_request
 from flask_hybrid.core import ehbp, hpke
-from flask_hybrid.errors import KeyConfigMismatch, PayloadTooLarge, error_body
+from flask_hybrid.errors import InvalidPayload, KeyConfigMismatch, PayloadTooLarge, error_body
 
 from .conftest import LiveServer, start_live_server
 
@@ -291,3 +291,34 @@ def test_our_client_streams_against_the_real_app(h_server: Callable[..., LiveSer
             bytes([n]) * 40_000 for n in range(5)
         )
         assert session.post("/api/echo", json={"a": 1}).json() == {"received": {"a": 1}}
+
+
+def test_a_standalone_middleware_seals_its_own_refusal_once_the_key_is_proved(
+    make_app: Callable[..., Flask],
+) -> None:
+    """Around a WSGI app that is not Flask, the middleware answers a refused frame itself,
+    sealed to the key the first frame proved (EHBP §5.1), and the app never runs."""
+    from werkzeug.test import Client
+
+    from flask_hybrid import HybridMiddleware
+
+    state = make_app().extensions["hybrid"]
+    called: list[bool] = []
+
+    def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        called.append(True)
+        start_response("200 OK", [])
+        return [b"never"]
+
+    sealer = ehbp.RequestSealer(state.keyring.hpke.keys[0].public_bytes)
+    frames = bytearray(sealer.seal(b"a" * 100) + sealer.seal(b"b" * 100))
+    frames[-1] ^= 1
+    response = Client(HybridMiddleware(inner, state)).post(
+        "/x", data=bytes(frames), headers={ehbp.ENCAPSULATED_KEY_HEADER: sealer.header_value}
+    )
+    assert response.status_code == 400 and not called
+    assert "Content-Length" not in response.headers and "Signature" not in response.headers
+    opener = sealer.response_opener(response.headers[ehbp.RESPONSE_NONCE_HEADER])
+    plaintext = b"".join(opener.feed(response.get_data()))
+    opener.finish()
+    assert plaintext == error_body(InvalidPayload)
