@@ -22,6 +22,7 @@ with untrusted input (an encapsulated key, a ciphertext, a key config) raises a 
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 
@@ -83,7 +84,9 @@ class HpkePrivateKey:
             serialization.NoEncryption(),
         )
 
+    @functools.cached_property
     def _kem_key(self) -> KEMKeyInterface:
+        """pyhpke's form of the key, made once: a server opens every request with it."""
         return _SUITE.kem.deserialize_private_key(self.private_bytes)
 
 
@@ -205,7 +208,7 @@ def setup_recipient(enc: bytes, key: HpkePrivateKey, info: bytes) -> RecipientCo
     if not isinstance(enc, (bytes, bytearray)) or len(enc) != ENC_SIZE:
         raise InvalidPayload
     try:
-        context = _SUITE.create_recipient_context(bytes(enc), key._kem_key(), info=bytes(info))
+        context = _SUITE.create_recipient_context(bytes(enc), key._kem_key, info=bytes(info))
     except ValueError:  # cryptography refuses an all-zero X25519 shared secret
         raise InvalidPayload from None
     return RecipientContext(context)
