@@ -173,6 +173,10 @@ def run_cases(
             else:
                 plain = _load_run(server, plain_case, seconds)
                 runs["plain"].append(plain)
+            trip_rate = plain["rate"]
+            if spec.store_trip:  # plain + the one store round trip this case makes
+                trip_case = workload.case(f"plain+{spec.store_trip}", 0)
+                trip_rate = _load_run(server, trip_case, seconds)["rate"]
             # Enough distinct requests for the whole run: a case rarely outruns its plain run
             # or its own earlier rounds by 30 %; the smoke run's one plain run may be from a
             # slower moment, so it makes more. (Format H, with no RSA work, can outrun plain.)
@@ -181,6 +185,7 @@ def run_cases(
             case = workload.case(spec.name, count)
             measured = _load_run(server, case, seconds)
             measured["plain_rate"] = plain["rate"]
+            measured["trip_rate"] = trip_rate
             runs[spec.name].append(measured)
             log(
                 f"round {number + 1}/{rounds}: {spec.name:<13} {measured['rate']:7.0f} req/s, "
@@ -191,8 +196,9 @@ def run_cases(
     for spec in CASES:
         measured_runs = runs[spec.name]
         ratios_plain = [run["rate"] / run["plain_rate"] for run in measured_runs]
+        # The floor: plain with the store round trip the case makes, plus its RSA work.
         floors = [
-            WORKERS / (WORKERS / run["plain_rate"] + spec.rsa_ops * rsa_seconds)
+            WORKERS / (WORKERS / run["trip_rate"] + spec.rsa_ops * rsa_seconds)
             for run in measured_runs
         ]
         ratios_floor = [
@@ -208,6 +214,7 @@ def run_cases(
             "ratio_floor": statistics.median(ratios_floor),
             "floor_rate": statistics.median(floors),
             "rsa_ops": spec.rsa_ops,
+            "store_trip": spec.store_trip,
             "target": spec.target,
             "target_of": spec.target_of,
             "errors": sum(run["errors"] for run in measured_runs),

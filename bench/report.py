@@ -79,8 +79,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     )
     for spec in CASES:
         case = results["cases"][spec.name]
-        floor = "" if spec.rsa_ops == 0 else f"{case['ratio_floor']:.2f}"
+        has_floor = spec.rsa_ops or spec.store_trip
+        floor = f"{case['ratio_floor']:.2f}" if has_floor else ""
         ops = {0: "", 1: ", 1 RSA op", 2: ", 2 RSA ops"}[spec.rsa_ops]
+        ops += {"": "", "set": ", 1 Redis SET", "get": ", 1 Redis GET"}[spec.store_trip]
         table.append(
             (
                 f"{spec.name}{ops}",
@@ -251,11 +253,13 @@ def chart(results: dict[str, Any], path: Path) -> None:
         case = results["cases"][spec.name]
         bars(cases_panel, index - 0.2, case["ratio_plain"], LIGHT)
         highest = max(highest, case["ratio_plain"])
-        if spec.rsa_ops:
+        if spec.rsa_ops or spec.store_trip:
             bars(cases_panel, index + 0.2, case["ratio_floor"], DARK)
             highest = max(highest, case["ratio_floor"])
         target(cases_panel, index + (0.2 if spec.target_of == "floor" else -0.2), spec.target)
-    legend(cases_panel, f"{X} plain", f"{X} floor (plain + its RSA ops)", "upper left")
+    legend(
+        cases_panel, f"{X} plain", f"{X} floor (plain + its store trip + its RSA ops)", "upper left"
+    )
     cases_panel.set_xticks(range(len(names)), names, fontsize=8)
     cases_panel.set_ylim(0, 1.1 * highest)
     cases_panel.set_ylabel("throughput ratio (higher is better)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Iterator
 
 from flask import Flask, Response, request
@@ -21,6 +22,7 @@ import app as demo
 from flask_hybrid.keypool import KeyPool
 
 from .streaming import DOWNLOAD_PATH, PIECE, STREAMING_ENV, UPLOAD_PATH, pattern_block
+from .workload import FLOOR_PATHS
 
 
 def add_streaming_routes(flask_app: Flask) -> None:
@@ -49,8 +51,24 @@ def add_streaming_routes(flask_app: Flask) -> None:
         return Response(pieces(), mimetype="application/octet-stream")
 
 
+def add_floor_routes(flask_app: Flask) -> None:
+    """Plain echoes plus the one store call J (a jti record) or S (a session read) makes."""
+    sessions = flask_app.extensions["hybrid"].sessions
+
+    @flask_app.post(FLOOR_PATHS["set"])
+    def echo_set() -> dict[str, object]:
+        sessions.replay_store.add(f"jti:{secrets.token_urlsafe(16)}", b"1", 605)
+        return {"received": request.get_json()}
+
+    @flask_app.post(FLOOR_PATHS["get"])
+    def echo_get() -> dict[str, object]:
+        sessions.store.get("session:00000000-0000-4000-8000-000000000000")
+        return {"received": request.get_json()}
+
+
 config = json.loads(os.environ.get("FLASK_HYBRID_BENCH_CONFIG", "{}"))
 app = demo.create_app(config)
+add_floor_routes(app)
 
 if os.environ.get(STREAMING_ENV) == "1":
     add_streaming_routes(app)
