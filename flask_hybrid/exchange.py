@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .core import ehbp, formats, jwe, signatures
-from .core.encoding import NOT_PARSED, JsonObjectText, b64encode
+from .core.encoding import NOT_PARSED, JsonObjectText, b64encode, loads_json_object
 from .core.rsa import PrivateKey, sign, unwrap_oaep
 from .errors import (
     HybridError,
@@ -68,6 +68,7 @@ _STREAM_DROPPED = frozenset(
     {"content-length", "transfer-encoding", ehbp.RESPONSE_NONCE_HEADER.lower()}
 )
 _READ_AT_MOST = 1024 * 1024  # bytes offered to one readinto call
+_SMALL_ENVELOPE = 64 * 1024  # S and E bodies up to this size are parsed by the C parser
 _FIRST_BUFFER = 64 * 1024
 # What str.strip() took off an ASCII compact JWE before it was read as bytes.
 _JWE_WHITESPACE = b" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
@@ -637,7 +638,12 @@ class Exchange:
         return self._exchanges._unwrap_cache.unwrap(scope, key, wrapped_key, before_rsa)
 
     def _decrypt_json_envelope(self, body: bytearray) -> _Decrypted:
-        members = JsonObjectText(body)  # checked in place: the ciphertext is read as a view
+        # A small envelope goes through the C parser (its tree is a few short strings, at most
+        # a few hundred KiB whatever it holds); a large one is checked in place, its ciphertext
+        # read as a view into the body, so that no copy of it is ever made.
+        members: formats.EnvelopeBody = (
+            loads_json_object(body) if len(body) <= _SMALL_ENVELOPE else JsonObjectText(body)
+        )
         json_type = formats.REQUEST_JSON_CONTENT_TYPE
         if "encryptedAesKey" in members:
             self._require_format("S")

@@ -152,13 +152,17 @@ def _no_constants(name: str) -> Any:
     raise InvalidPayload("not_json")  # NaN and Infinity are not JSON
 
 
+# One decoder for every parse (json.loads with hooks would build a new one each call).
+_STRICT_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicate_members, parse_constant=_no_constants
+)
+
+
 def loads_json(data: bytes | bytearray | str) -> Any:
     """Parse strict UTF-8 JSON (no duplicate members, no NaN); any failure is InvalidPayload."""
     try:
         text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
-        return json.loads(
-            text, object_pairs_hook=_no_duplicate_members, parse_constant=_no_constants
-        )
+        return _STRICT_DECODER.decode(text)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidPayload("not_json") from None
 
@@ -191,7 +195,7 @@ def check_json_text(data: bytes | bytearray) -> Any:
     return NOT_PARSED
 
 
-def loads_json_object(data: bytes | str) -> dict[str, Any]:
+def loads_json_object(data: bytes | bytearray | str) -> dict[str, Any]:
     """Like :func:`loads_json`, but the value must be a JSON object."""
     value = loads_json(data)
     if not isinstance(value, dict):
