@@ -294,9 +294,7 @@ class HybridMiddleware:
         if self.refusals_through_app:
             return self._call_app_streamed(environ, start_response, exchange)
         signals.request_refused.send(self, code=error.error, reason=error.reason)
-        headers = exchange.stream_headers(list(refusal_headers(error)))  # sealed: not signed
-        start_response(f"{error.code} {REASONS[error.code]}", headers)
-        return [exchange.seal_chunk(error_body(error))]
+        return _sealed_refusal(start_response, error, exchange)
 
     def _answer_refusal(
         self, environ: WSGIEnvironment, start_response: StartResponse, error: HybridError
@@ -361,7 +359,7 @@ class HybridMiddleware:
         try:
             app_iter = self.app(environ, captured)
         except HybridError as error:  # the plaintext stream refused a frame (outside Flask)
-            return self._answer_refusal(environ, start_response, error)
+            return _sealed_refusal(start_response, error, exchange)
         chunks = iter(app_iter)
         first: list[bytes] = []
         try:
@@ -369,11 +367,21 @@ class HybridMiddleware:
                 first = [next(chunks, b"")]
         except HybridError as error:
             _close(app_iter)
-            return self._answer_refusal(environ, start_response, error)
+            return _sealed_refusal(start_response, error, exchange)
         status, headers = captured.answer()
         start_response(status, exchange.stream_headers(headers))
         sealed_first = [*sealed_written, *map(exchange.seal_chunk, first)]
         return _SealedStream(exchange, chunks, app_iter, sealed_first)
+
+
+def _sealed_refusal(
+    start_response: StartResponse, error: HybridError, exchange: Exchange
+) -> list[bytes]:
+    """A format H refusal sealed to the key the first frame proved: the error table's bytes,
+    not signed (a signature would describe the plaintext, not the frames that leave)."""
+    headers = exchange.stream_headers(list(refusal_headers(error)))
+    start_response(f"{error.code} {REASONS[error.code]}", headers)
+    return [exchange.seal_chunk(error_body(error))]
 
 
 class _Captured:

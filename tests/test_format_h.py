@@ -322,3 +322,32 @@ def test_a_standalone_middleware_seals_its_own_refusal_once_the_key_is_proved(
     plaintext = b"".join(opener.feed(response.get_data()))
     opener.finish()
     assert plaintext == error_body(InvalidPayload)
+
+
+def test_a_frame_refused_while_a_plain_wsgi_app_reads_is_answered_sealed(
+    make_app: Callable[..., Flask],
+) -> None:
+    """The app had started (the first frames opened); a later frame fails as it reads: the
+    answer is the error table's 400, sealed to the proved key, never the app's."""
+    from werkzeug.test import Client
+
+    from flask_hybrid import HybridMiddleware
+
+    state = make_app().extensions["hybrid"]
+    read: list[int] = []
+
+    def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        while piece := environ["wsgi.input"].read(65536):
+            read.append(len(piece))
+        start_response("200 OK", [])
+        return [b"never"]
+
+    sealer = ehbp.RequestSealer(state.keyring.hpke.keys[0].public_bytes)
+    body = bytearray(sealer.seal(b"a" * 200_000) + sealer.seal(b"b" * 100))
+    body[-1] ^= 1
+    response = Client(HybridMiddleware(inner, state)).post(
+        "/x", data=bytes(body), headers={ehbp.ENCAPSULATED_KEY_HEADER: sealer.header_value}
+    )
+    assert response.status_code == 400 and 0 < sum(read) <= 200_000
+    opener = sealer.response_opener(response.headers[ehbp.RESPONSE_NONCE_HEADER])
+    assert b"".join(opener.feed(response.get_data())) == error_body(InvalidPayload)
