@@ -1,109 +1,126 @@
-"""Format H over real HTTP: the core pieces behind a ten-line WSGI adapter, and real clients.
+"""Format H clients over real HTTP against the real middleware: the demo app with an echo.
 
-The adapter is what the middleware will do in its streaming form (read ``wsgi.input`` in
-pieces, feed the opener, seal the app's chunks); it lets tinfoil-ehbp's ``Client``, the npm
-``ehbp`` transport (Node) and our ``HybridSession(format="ehbp")`` talk to the core through a
-real socket, chunked request bodies and chunked answers included.
+tinfoil-ehbp's ``Client``, the npm ``ehbp`` transport (Node) and our
+``HybridSession(format="ehbp")`` talk to the demo app through a socket, chunked request bodies
+and chunked answers included. A WSGI layer in front of the app stands for a proxy after TLS:
+it counts the frames each request carried (from their length prefixes, as they pass) and, when
+told to, swaps a sealed answer for plaintext.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import struct
 import subprocess
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import ehbp as tinfoil
 import pytest
-from werkzeug.serving import make_server
-from werkzeug.wsgi import get_input_stream
+from flask import Flask, Response, request
 
+from flask_hybrid import get_encrypted_request
 from flask_hybrid.client import HybridSession, KeyConfigMismatchError, ResponseError
 from flask_hybrid.core import ehbp, hpke
-from flask_hybrid.errors import HybridError, error_body, refusal_headers
+from flask_hybrid.core.keyring import KeyRing
+
+from .conftest import LiveServer, start_live_server
 
 ROOT = Path(__file__).resolve().parent.parent
-MAX_BODY = 4 * 1024 * 1024
 
 
-class EhbpEcho:
-    """A WSGI app that opens format H requests with the core and echoes them sealed."""
+def _frames(wire: bytes) -> int:
+    """How many non-empty frames a format H body holds (length prefixes, big-endian)."""
+    count, offset = 0, 0
+    while offset + 4 <= len(wire):
+        (length,) = struct.unpack_from(">I", wire, offset)
+        offset += 4 + length
+        count += length > 0
+    return count
 
-    def __init__(self, keys: list[hpke.HpkePrivateKey]) -> None:
-        self.keys = keys
-        self.seen: list[dict[str, Any]] = []
-        self.strip_nonce = False  # a proxy that swaps the sealed body for plaintext
+
+class Proxy:
+    """What sits after TLS: it sees every body, and may swap an answer."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.wsgi_app = app.wsgi_app
+        self.seen: list[dict[str, Any]] = []  # per request: sealed?, frames, what the app read
+        self.strip_nonce = False  # swap the sealed answer for plaintext
+
+    def rotate(self) -> None:
+        """A new current HPKE key, the old one dropped entirely."""
+        state = self.app.extensions["hybrid"]
+        state.keyring = KeyRing(
+            [key.private_key for key in state.keyring], hpke_keys=[hpke.HpkePrivateKey.generate()]
+        )
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if environ["PATH_INFO"] == ehbp.KEYS_PATH:
-            config = hpke.KeyConfig(0, self.keys[0].public_bytes).encode()
-            start_response("200 OK", [("Content-Type", ehbp.KEYS_MEDIA_TYPE)])
-            return [config]
-        header = environ.get("HTTP_EHBP_ENCAPSULATED_KEY")
-        stream = get_input_stream(environ, max_content_length=MAX_BODY + 1024 * 1024)
-        if header is None:
-            body = stream.read()
-            self.seen.append({"sealed": False, "method": environ["REQUEST_METHOD"], "body": body})
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"plain:" + body]
-        try:
-            opener = ehbp.RequestOpener(self.keys, header, max_body=MAX_BODY)
-            pieces: list[bytes] = []
-            while data := stream.read(16 * 1024):
-                pieces += opener.feed(data)
-            opener.finish()
-        except HybridError as error:
-            start_response(f"{error.code} Refused", refusal_headers(error))
-            return [error_body(error)]
-        self.seen.append(
-            {
-                "sealed": True,
-                "key_index": opener.key_index,
-                "frames": len(pieces),
-                "body": b"".join(pieces),
-            }
-        )
-        sealer = opener.response_sealer()
-        if self.strip_nonce:
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"swapped by a proxy"]
-        start_response(
-            "200 OK",
-            [(ehbp.RESPONSE_NONCE_HEADER, sealer.nonce_header), ("Content-Type", "text/plain")],
-        )
-        return (sealer.seal(part) for part in [b"echo:", *pieces])
+        sealed = "HTTP_EHBP_ENCAPSULATED_KEY" in environ
+        length = environ.get("CONTENT_LENGTH")  # else chunked: the server's stream ends
+        stream = environ["wsgi.input"]
+        wire = (stream.read(int(length)) if length else stream.read()) if sealed else b""
+        if sealed:
+            environ["wsgi.input"] = io.BytesIO(wire)
+            environ["CONTENT_LENGTH"] = str(len(wire))
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        self.seen.append({"sealed": sealed, "frames": _frames(wire)})
+        if not self.strip_nonce:
+            return self.wsgi_app(environ, start_response)
+        for _ in self.wsgi_app(environ, lambda status, headers, exc_info=None: None):
+            pass
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"swapped by a proxy"]
 
 
 @pytest.fixture
-def server() -> Iterator[tuple[str, EhbpEcho]]:
-    app = EhbpEcho([hpke.HpkePrivateKey.generate()])
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+def server(make_app: Callable[..., Flask]) -> Iterator[tuple[str, Proxy]]:
+    """The demo app with ``POST /echo`` (``echo:`` and the body, streamed back) and
+    ``GET /plain`` (how it arrived), behind a :class:`Proxy`."""
+    flask_app = make_app(HYBRID_MAX_BODY=4 * 1024 * 1024)
+
+    @flask_app.post("/echo", endpoint="stream_echo")
+    def stream_echo() -> Response:
+        body = request.stream.read()
+        flask_app.config["last_body"] = body
+
+        def pieces() -> Iterator[bytes]:
+            yield b"echo:"
+            for start in range(0, len(body), 65536):
+                yield body[start : start + 65536]
+
+        return Response(pieces(), content_type="text/plain")
+
+    @flask_app.get("/plain", endpoint="how_it_came")
+    def how_it_came() -> Response:
+        encrypted = get_encrypted_request() is not None
+        return Response(f"plain:{'sealed' if encrypted else ''}", content_type="text/plain")
+
+    proxy = Proxy(flask_app)
+    flask_app.wsgi_app = proxy  # type: ignore[method-assign]
+    live: LiveServer = start_live_server(flask_app)
     try:
-        yield f"http://127.0.0.1:{httpd.server_port}", app
+        yield live.url, proxy
     finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+        live.stop()
 
 
-def test_tinfoil_client_over_http(server: tuple[str, EhbpEcho]) -> None:
-    url, app = server
+def test_tinfoil_client_over_http(server: tuple[str, Proxy]) -> None:
+    url, proxy = server
     with tinfoil.Client.discover(url) as client:
         response = client.post("/echo", body=b"x" * 200_000)
         assert response.status_code == 200 and response.content == b"echo:" + b"x" * 200_000
-        assert app.seen[-1]["frames"] == 4  # 64 KiB frames, chunked
+        assert proxy.seen[-1]["frames"] == 4  # 64 KiB frames, chunked
         assert client.get("/plain").content == b"plain:"  # bodiless: no EHBP at all
-        assert app.seen[-1]["sealed"] is False
+        assert proxy.seen[-1]["sealed"] is False
 
 
-def test_tinfoil_client_gets_422_after_rotation(server: tuple[str, EhbpEcho]) -> None:
-    url, app = server
+def test_tinfoil_client_gets_422_after_rotation(server: tuple[str, Proxy]) -> None:
+    url, proxy = server
     client = tinfoil.Client.discover(url)
-    app.keys[:] = [hpke.HpkePrivateKey.generate()]  # the old key dropped entirely
+    proxy.rotate()
     with pytest.raises(tinfoil.KeyConfigMismatchError):
         client.post("/echo", body=b"stale")
     client.close()
@@ -111,37 +128,39 @@ def test_tinfoil_client_gets_422_after_rotation(server: tuple[str, EhbpEcho]) ->
         assert fresh.post("/echo", body=b"fresh").content == b"echo:fresh"
 
 
-def test_hybrid_session_streams_both_ways(server: tuple[str, EhbpEcho]) -> None:
-    url, app = server
+def test_hybrid_session_streams_both_ways(server: tuple[str, Proxy]) -> None:
+    url, proxy = server
     with HybridSession(url, format="ehbp") as session:
         parts = (bytes([n]) * 40_000 for n in range(5))  # a generator: sent as it is read
         response = session.post("/echo", data=parts, stream=True)
         assert response.status_code == 200
         assert ehbp.RESPONSE_NONCE_HEADER in response.headers
         frames = list(response.iter_content(None))
-        assert frames[0] == b"echo:" and b"".join(frames[1:]) == app.seen[-1]["body"]
-        assert len(app.seen[-1]["body"]) == 200_000 and app.seen[-1]["frames"] == 4
+        sent = b"".join(bytes([n]) * 40_000 for n in range(5))
+        assert frames[0] == b"echo:" and b"".join(frames[1:]) == sent
+        assert len(frames) == 5  # "echo:" and 4 frames of 64 KiB at most, one per yield
+        assert proxy.seen[-1]["frames"] == 4
         assert session.post("/echo", json={"a": 1}).content == b'echo:{"a":1}'
         assert session.get("/plain").content == b"plain:"
 
 
-def test_hybrid_session_retries_once_after_rotation(server: tuple[str, EhbpEcho]) -> None:
-    url, app = server
+def test_hybrid_session_retries_once_after_rotation(server: tuple[str, Proxy]) -> None:
+    url, proxy = server
     with HybridSession(url, format="ehbp") as session:
         assert session.post("/echo", data=b"one").content == b"echo:one"
-        app.keys[:] = [hpke.HpkePrivateKey.generate()]
+        proxy.rotate()
         assert session.post("/echo", data=b"two").content == b"echo:two"  # refetched, resent
-        app.keys[:] = [hpke.HpkePrivateKey.generate()]
+        proxy.rotate()
         with pytest.raises(KeyConfigMismatchError):  # a streamed body cannot be sent again
             session.post("/echo", data=iter([b"three"]))
         assert session.post("/echo", data=iter([b"four"])).content == b"echo:four"
 
 
-def test_hybrid_session_refuses_an_unsealed_2xx(server: tuple[str, EhbpEcho]) -> None:
-    url, app = server
+def test_hybrid_session_refuses_an_unsealed_2xx(server: tuple[str, Proxy]) -> None:
+    url, proxy = server
     with HybridSession(url, format="ehbp") as session:
         session.post("/echo", data=b"warm up")
-        app.strip_nonce = True
+        proxy.strip_nonce = True
         with pytest.raises(ResponseError):
             session.post("/echo", data=b"swapped")
 
@@ -159,8 +178,8 @@ console.log(JSON.stringify({ s1: r1.status, ok1: t1 === 'echo:' + big, t2 }));
 """
 
 
-def test_npm_client_over_http(server: tuple[str, EhbpEcho]) -> None:
-    url, app = server
+def test_npm_client_over_http(server: tuple[str, Proxy]) -> None:
+    url, proxy = server
     module = ROOT / "node_modules" / "ehbp" / "dist" / "esm" / "index.js"
     result = subprocess.run(
         ["node", "--input-type=module", "-e", NODE_CLIENT, str(module), url],
@@ -171,5 +190,5 @@ def test_npm_client_over_http(server: tuple[str, EhbpEcho]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"s1": 200, "ok1": True, "t2": "plain:"}
-    sealed = [seen for seen in app.seen if seen["sealed"]]
+    sealed = [seen for seen in proxy.seen if seen["sealed"]]
     assert sealed[-1]["frames"] == 1  # npm seals the whole body as one frame
