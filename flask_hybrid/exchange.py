@@ -148,8 +148,13 @@ class RequestHead:
     @property
     def bearer_token(self) -> str | None:
         """The token of an ``Authorization: Bearer`` header, if there is one."""
-        scheme, _, token = self.headers.get("authorization", "").partition(" ")
-        return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        return bearer_token(self.headers.get("authorization", ""))
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value, if it is one."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def answered_request(method: str, headers: Mapping[str, str]) -> signatures.AnsweredRequest:

@@ -37,6 +37,7 @@ from .exchange import (
     detect,
     expose_headers,
 )
+from .exchange import bearer_token as bearer_token_of
 from .state import HybridState
 
 if TYPE_CHECKING:
@@ -86,8 +87,7 @@ def request_target(environ: WSGIEnvironment) -> str:
 
 def bearer_token(environ: WSGIEnvironment) -> str | None:
     """The token of an ``Authorization: Bearer`` header, if there is one."""
-    scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return bearer_token_of(environ.get("HTTP_AUTHORIZATION", ""))
 
 
 def request_head(environ: WSGIEnvironment) -> RequestHead:
