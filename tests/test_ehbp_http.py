@@ -49,6 +49,8 @@ class Proxy:
         self.wsgi_app = app.wsgi_app
         self.seen: list[dict[str, Any]] = []  # per request: sealed?, frames, what the app read
         self.strip_nonce = False  # swap the sealed answer for plaintext
+        self.tamper_request = False  # flip a byte of the request body's last frame
+        self.tamper_answer = False  # flip a byte of the sealed answer's first frame
 
     def rotate(self) -> None:
         """A new current HPKE key, the old one dropped entirely."""
@@ -62,11 +64,16 @@ class Proxy:
         length = environ.get("CONTENT_LENGTH")  # else chunked: the server's stream ends
         stream = environ["wsgi.input"]
         wire = (stream.read(int(length)) if length else stream.read()) if sealed else b""
+        if sealed and self.tamper_request:
+            wire = wire[:-1] + bytes([wire[-1] ^ 1])
         if sealed:
             environ["wsgi.input"] = io.BytesIO(wire)
             environ["CONTENT_LENGTH"] = str(len(wire))
             environ.pop("HTTP_TRANSFER_ENCODING", None)
         self.seen.append({"sealed": sealed, "frames": _frames(wire)})
+        if self.tamper_answer:
+            answer = b"".join(self.wsgi_app(environ, start_response))
+            return [answer[:10] + bytes([answer[10] ^ 1]) + answer[11:]]
         if not self.strip_nonce:
             return self.wsgi_app(environ, start_response)
         for _ in self.wsgi_app(environ, lambda status, headers, exc_info=None: None):
@@ -79,7 +86,7 @@ class Proxy:
 def server(make_app: Callable[..., Flask]) -> Iterator[tuple[str, Proxy]]:
     """The demo app with ``POST /echo`` (``echo:`` and the body, streamed back) and
     ``GET /plain`` (how it arrived), behind a :class:`Proxy`."""
-    flask_app = make_app(HYBRID_MAX_BODY=4 * 1024 * 1024)
+    flask_app = make_app(HYBRID_MAX_BODY=80 * 1024 * 1024)
 
     @flask_app.post("/echo", endpoint="stream_echo")
     def stream_echo() -> Response:
@@ -192,3 +199,71 @@ def test_npm_client_over_http(server: tuple[str, Proxy]) -> None:
     assert json.loads(result.stdout) == {"s1": 200, "ok1": True, "t2": "plain:"}
     sealed = [seen for seen in proxy.seen if seen["sealed"]]
     assert sealed[-1]["frames"] == 1  # npm seals the whole body as one frame
+
+
+NODE_LARGE_AND_HOSTILE = """
+const { createTransport, KeyConfigMismatchError } = await import(process.argv[1]);
+const base = process.argv[2];
+const control = (what) => fetch(base + '/__proxy/' + what, { method: 'POST' });
+const outcome = async (call) => {
+  try { const r = await call(); const t = await r.text(); return [r.status, t.length]; }
+  catch (error) { return [error.constructor.name]; }
+};
+let transport = await createTransport(base);
+const big = 'b'.repeat(64 * 1024 * 1024);
+const r1 = await transport.post(base + '/echo', big, { headers: { 'Content-Type': 'text/plain' } });
+const reader = r1.body.getReader();
+let read = 0, pieces = 0;
+for (;;) {
+  const { done, value } = await reader.read();
+  if (done) break;
+  read += value.length;
+  pieces++;
+}
+await control('tamper_request');
+const tamperedRequest = await outcome(() => transport.post(base + '/echo', 'x'.repeat(1000)));
+await control('tamper_answer');
+const tamperedAnswer = await outcome(() => transport.post(base + '/echo', 'y'.repeat(1000)));
+await control('rotate');
+const stale = await outcome(() => transport.post(base + '/echo', 'z'));
+transport = await createTransport(base);  // what the caller does after the 422: refetch
+const fresh = await transport.post(base + '/echo', 'z');
+console.log(JSON.stringify({ status: r1.status, read, pieces: pieces > 1, tamperedRequest,
+                             tamperedAnswer, stale, fresh: await fresh.text(),
+                             mismatch: stale[0] === KeyConfigMismatchError.name }));
+"""
+
+
+def test_npm_client_large_tampered_and_rotated(server: tuple[str, Proxy]) -> None:
+    """npm ``ehbp``: 64 MiB up as its one frame and 64 MiB back read as a stream; a tampered
+    request (its one frame is the first: 422, as for a key the server does not hold) and a
+    tampered answer are refused; after a rotation, the 422 and a refetched client succeed."""
+    url, proxy = server
+    module = ROOT / "node_modules" / "ehbp" / "dist" / "esm" / "index.js"
+    app = proxy.app
+
+    @app.post("/__proxy/<what>", endpoint="proxy_control")
+    def proxy_control(what: str) -> str:
+        proxy.tamper_request = proxy.tamper_answer = False
+        if what == "rotate":
+            proxy.rotate()
+        else:
+            setattr(proxy, what, True)
+        return "ok"
+
+    result = subprocess.run(
+        ["node", "--input-type=module", "-e", NODE_LARGE_AND_HOSTILE, str(module), url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["status"] == 200 and outcome["read"] == len("echo:") + 64 * 1024 * 1024
+    assert outcome["pieces"]  # the answer came as a stream of frames
+    assert outcome["tamperedRequest"] == ["KeyConfigMismatchError"]
+    assert outcome["tamperedAnswer"][0] in ("DecryptionError", "ProtocolError", "EhbpError")
+    assert outcome["stale"] == ["KeyConfigMismatchError"] and outcome["mismatch"]
+    assert outcome["fresh"] == "echo:z"
+    assert max(seen["frames"] for seen in proxy.seen) == 1  # npm: one frame, whatever the size
