@@ -267,3 +267,17 @@ def test_npm_client_large_tampered_and_rotated(server: tuple[str, Proxy]) -> Non
     assert outcome["stale"] == ["KeyConfigMismatchError"] and outcome["mismatch"]
     assert outcome["fresh"] == "echo:z"
     assert max(seen["frames"] for seen in proxy.seen) == 1  # npm: one frame, whatever the size
+
+
+def test_tinfoil_client_with_tampered_frames(server: tuple[str, Proxy]) -> None:
+    """tinfoil-ehbp: a tampered last request frame is the error table's 400, sealed to the
+    client (its first frames proved the key); a tampered answer is refused by the client."""
+    url, proxy = server
+    with tinfoil.Client.discover(url) as client:
+        proxy.tamper_request = True
+        refused = client.post("/echo", body=(b"t" * 65536 for _ in range(3)))
+        assert refused.status_code == 400
+        assert json.loads(refused.content)["error"] == "invalid_payload"
+        proxy.tamper_request, proxy.tamper_answer = False, True
+        with pytest.raises(tinfoil.EHBPError):
+            client.post("/echo", body=b"answer me")
