@@ -40,7 +40,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from flask_hybrid.config import DEFAULTS, ConfigVars
@@ -48,7 +47,7 @@ from flask_hybrid.core import hpke
 from flask_hybrid.core.ehbp import KEYS_PATH, RESPONSE_NONCE_HEADER
 
 from . import bigbody, handshake, jose, loadgen, report, streaming
-from .server import ROOT, Server, bench_config
+from .server import ROOT, Server, bench_config, write_private_pem
 from .workload import CASES, ECHO_PATH, OAEP_SHA256, ORDER, Workload
 
 WORKERS = 2
@@ -270,18 +269,11 @@ def main(argv: list[str] | None = None) -> int:
 
     identity = rsa.generate_private_key(65537, 2048)
     with tempfile.TemporaryDirectory(prefix="flask-hybrid-bench-") as scratch:
-        pem_path = Path(scratch) / "identity.pem"
-        pem_path.write_bytes(
-            identity.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        pem_path = write_private_pem(Path(scratch) / "identity.pem", identity)
         hpke_path = Path(scratch) / "hpke.pem"
         hpke_path.write_bytes(hpke.HpkePrivateKey.generate().private_pem())
         config = bench_config(
-            str(pem_path),
+            pem_path,
             args.key_pool_size,
             local_counters=args.local_counters,
             hpke_pem_path=str(hpke_path),

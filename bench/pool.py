@@ -15,11 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import handshake
-from .server import Server, bench_config
+from .server import Server, bench_config, write_private_pem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,17 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="flask-hybrid-bench-") as scratch:
-        pem_path = Path(scratch) / "identity.pem"
-        pem_path.write_bytes(
-            identity.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        pem_path = write_private_pem(Path(scratch) / "identity.pem", identity)
         for size in args.sizes:
             for quiet in args.quiet:
-                config = bench_config(str(pem_path), size)
+                config = bench_config(pem_path, size)
                 env = {"FLASK_HYBRID_BENCH_POOL_QUIET": str(quiet)}
                 with Server(config, env=env) as server:
                     found = handshake.measure(server, args.rounds, size, lambda _: None)

@@ -204,6 +204,21 @@ class Server:
         return {pid: _proc_kib(pid, "VmHWM") * 1024 for pid in self.worker_pids()}
 
 
+def write_private_pem(path: Path, key: Any) -> str:
+    """Write an RSA private key as unencrypted PKCS#8 PEM (what ``HYBRID_IDENTITY_KEYS`` takes)
+    and return the path as text."""
+    from cryptography.hazmat.primitives import serialization
+
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(path)
+
+
 def bench_config(
     identity_pem_path: str,
     key_pool_size: int | None,

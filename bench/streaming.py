@@ -156,12 +156,11 @@ def run(config: dict[str, Any], size: int, log: Callable[[str], None]) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     """The two transfers alone, on a bench configuration of their own."""
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from flask_hybrid.core import hpke
 
-    from .server import bench_config
+    from .server import bench_config, write_private_pem
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--size", type=int, default=FULL_SIZE // MIB, help="MiB (default 1024)")
@@ -172,17 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="flask-hybrid-bench-") as scratch:
-        identity = Path(scratch) / "identity.pem"
-        identity.write_bytes(
-            rsa.generate_private_key(65537, 2048).private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        identity = rsa.generate_private_key(65537, 2048)
+        pem_path = write_private_pem(Path(scratch) / "identity.pem", identity)
         hpke_path = Path(scratch) / "hpke.pem"
         hpke_path.write_bytes(hpke.HpkePrivateKey.generate().private_pem())
-        config = bench_config(str(identity), None, hpke_pem_path=str(hpke_path))
+        config = bench_config(pem_path, None, hpke_pem_path=str(hpke_path))
         results = run(config, args.size * MIB, log)
     for kind in ("upload", "download"):
         found = results[kind]

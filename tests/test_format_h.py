@@ -177,6 +177,14 @@ def _post_frames(
     return response, body
 
 
+def _open_sealed(sealer: ehbp.RequestSealer, nonce: str | None, body: bytes) -> bytes:
+    """The plaintext of a sealed answer to ``sealer``'s request, every frame checked."""
+    opener = sealer.response_opener(nonce)
+    plaintext = b"".join(opener.feed(body))
+    opener.finish()
+    return plaintext
+
+
 def _public_key(live: LiveServer) -> bytes:
     state = live.app.extensions["hybrid"]
     return state.keyring.hpke.keys[0].public_bytes
@@ -189,9 +197,8 @@ def test_tampered_frames_in_one_read_release_nothing(h_server: Callable[..., Liv
     frames[1][-1] ^= 1
     response, body = _post_frames(live, "/digest", sealer.enc.hex(), [b"".join(frames)])
     assert response.status == 400 and live.app.config["seen"] == []  # refused before the app
-    opener = sealer.response_opener(response.getheader(ehbp.RESPONSE_NONCE_HEADER))
-    plaintext = b"".join(opener.feed(body))  # sealed: the first frame proved the key
-    opener.finish()
+    nonce = response.getheader(ehbp.RESPONSE_NONCE_HEADER)
+    plaintext = _open_sealed(sealer, nonce, body)  # sealed: the first frame proved the key
     assert json.loads(plaintext)["error"] == "invalid_payload"
 
 
@@ -206,9 +213,7 @@ def test_a_tampered_frame_ends_the_request_with_none_of_it_released(
     assert 0 < sum(live.app.config["seen"]) <= 200_000  # frames before it; nothing of it
     assert response.status == 400
     # The key was proved by the first frame, so even the refusal is sealed to the client.
-    opener = sealer.response_opener(response.getheader(ehbp.RESPONSE_NONCE_HEADER))
-    plaintext = b"".join(opener.feed(body))
-    opener.finish()
+    plaintext = _open_sealed(sealer, response.getheader(ehbp.RESPONSE_NONCE_HEADER), body)
     assert json.loads(plaintext)["error"] == "invalid_payload"
 
 
@@ -318,10 +323,8 @@ def test_a_standalone_middleware_seals_its_own_refusal_once_the_key_is_proved(
     )
     assert response.status_code == 400 and not called
     assert "Content-Length" not in response.headers and "Signature" not in response.headers
-    opener = sealer.response_opener(response.headers[ehbp.RESPONSE_NONCE_HEADER])
-    plaintext = b"".join(opener.feed(response.get_data()))
-    opener.finish()
-    assert plaintext == error_body(InvalidPayload)
+    nonce = response.headers[ehbp.RESPONSE_NONCE_HEADER]
+    assert _open_sealed(sealer, nonce, response.get_data()) == error_body(InvalidPayload)
 
 
 def test_a_frame_refused_while_a_plain_wsgi_app_reads_is_answered_sealed(
@@ -349,5 +352,5 @@ def test_a_frame_refused_while_a_plain_wsgi_app_reads_is_answered_sealed(
         "/x", data=bytes(body), headers={ehbp.ENCAPSULATED_KEY_HEADER: sealer.header_value}
     )
     assert response.status_code == 400 and 0 < sum(read) <= 200_000
-    opener = sealer.response_opener(response.headers[ehbp.RESPONSE_NONCE_HEADER])
-    assert b"".join(opener.feed(response.get_data())) == error_body(InvalidPayload)
+    nonce = response.headers[ehbp.RESPONSE_NONCE_HEADER]
+    assert _open_sealed(sealer, nonce, response.get_data()) == error_body(InvalidPayload)
