@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -322,7 +323,9 @@ def test_binding_mismatch_is_replayed_request(
     app: Flask, method: str, target: str, iat_offset: int
 ) -> None:
     kid = state_of(app).keyring.current.kid
-    header = j_header(kid, method, target, iat=int(time.time()) + iat_offset)
+    # A future iat rounded up, a past one down: never a second nearer, inside the window.
+    iat = (math.ceil if iat_offset > 0 else math.floor)(time.time()) + iat_offset
+    header = j_header(kid, method, target, iat=iat)
     token, _ = j_token(identity_public_key(app), header, ECHO)
     assert_refused(post_jose(app, "/api/echo", token), ReplayedRequest)
 
